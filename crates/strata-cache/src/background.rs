@@ -1,0 +1,163 @@
+//! Background tasks of a cache with a Redis tier: the invalidation publisher and
+//! subscriber, and the probe that closes the circuit when Redis answers again.
+//! Each holds only a weak handle and stops when the last [`crate::Cache`] is dropped.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::cache::{Inner, WeakInner};
+use crate::invalidation::{Item, Message, MAX_MESSAGE};
+
+/// Largest number of invalidations in one message.
+const MAX_BATCH: usize = 1000;
+
+pub(crate) async fn spawn(inner: &Arc<Inner>, rx: mpsc::UnboundedReceiver<Item>) {
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(publisher(weak.clone(), rx));
+    tokio::spawn(probe(weak.clone(), inner.shutdown.subscribe()));
+    let (ready_tx, mut ready_rx) = watch::channel(false);
+    tokio::spawn(subscriber(weak, inner.shutdown.subscribe(), ready_tx));
+    // Wait briefly for the first subscription so that an instance that has just been
+    // built does not miss messages sent right after; never fail the build over it.
+    if inner.l2.as_ref().is_some_and(|l2| l2.is_up()) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), ready_rx.wait_for(|r| *r)).await;
+    }
+}
+
+/// Sends queued invalidations, everything queued at that moment in one message:
+/// batching comes from load itself, adding no delay when idle.
+async fn publisher(weak: WeakInner, mut rx: mpsc::UnboundedReceiver<Item>) {
+    while let Some(first) = rx.recv().await {
+        let mut items = vec![first];
+        while items.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(i) => items.push(i),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        let Some(l2) = &inner.l2 else { return };
+        let msg = Message { v: 1, origin: inner.instance_id.clone(), items };
+        let Ok(payload) = serde_json::to_vec(&msg) else { continue };
+        match l2.publish(&l2.options().channel, &payload).await {
+            Ok(()) => {
+                inner.messages_published.fetch_add(1, Ordering::Relaxed);
+            }
+            // Peers that missed it lost their subscription too (Redis is shared), and
+            // they flush their coherent namespaces when they resubscribe.
+            Err(e) => tracing::debug!(error = %e, "invalidation message not published"),
+        }
+    }
+}
+
+/// Keeps a subscription to the invalidation channel, flushing coherent namespaces
+/// whenever it may have missed messages.
+async fn subscriber(weak: WeakInner, mut shutdown: watch::Receiver<()>, ready: watch::Sender<bool>) {
+    let mut backoff = Duration::from_millis(50);
+    let mut subscribed_before = false;
+    loop {
+        let Some((clients, channel)) = weak.upgrade().and_then(|i| {
+            i.l2.as_ref().map(|l2| (l2.pubsub_clients(), l2.options().channel.clone()))
+        }) else {
+            return;
+        };
+        for client in clients {
+            let conn = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub()).await;
+            let Ok(Ok(mut pubsub)) = conn else { continue };
+            if tokio::time::timeout(Duration::from_secs(1), pubsub.subscribe(&channel)).await.is_err() {
+                continue;
+            }
+            if subscribed_before {
+                if let Some(inner) = weak.upgrade() {
+                    inner.flush_coherent();
+                }
+            }
+            subscribed_before = true;
+            backoff = Duration::from_millis(50);
+            let _ = ready.send(true);
+            let mut stream = pubsub.into_on_message();
+            loop {
+                tokio::select! {
+                    msg = stream.next() => match msg {
+                        Some(m) => {
+                            let Some(inner) = weak.upgrade() else { return };
+                            handle(&inner, m.get_payload_bytes());
+                        }
+                        None => break,
+                    },
+                    _ = shutdown.changed() => return,
+                }
+            }
+            tracing::warn!("invalidation subscription dropped; flushing coherent namespaces");
+            if let Some(inner) = weak.upgrade() {
+                inner.flush_coherent();
+            }
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Applies a message from another instance. Garbage is logged and dropped.
+pub(crate) fn handle(inner: &Inner, payload: &[u8]) {
+    if payload.len() > MAX_MESSAGE {
+        tracing::warn!(bytes = payload.len(), "oversized invalidation message ignored");
+        return;
+    }
+    let msg: Message = match serde_json::from_slice(payload) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "malformed invalidation message ignored");
+            return;
+        }
+    };
+    if msg.origin == inner.instance_id {
+        return;
+    }
+    inner.messages_received.fetch_add(1, Ordering::Relaxed);
+    for item in msg.items {
+        // Never create namespaces from the wire: only drop what we hold.
+        if let Some(ns) = inner.ns_if_known(&item.inv.namespace) {
+            inner.invalidate_l1(&ns, &item.inv, &item.resolved);
+        }
+    }
+}
+
+/// Watches Redis: while the circuit is open, tries to reconnect; when Redis answers,
+/// flushes what may be stale, replays what Redis missed, and closes the circuit.
+/// While closed, pings now and then so a Redis that died without traffic is noticed.
+async fn probe(weak: WeakInner, mut shutdown: watch::Receiver<()>) {
+    let interval = match weak.upgrade().and_then(|i| i.l2.as_ref().map(|l| l.options().probe_interval)) {
+        Some(i) => i,
+        None => return,
+    };
+    let mut ticks: u32 = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        ticks = ticks.wrapping_add(1);
+        let Some(inner) = weak.upgrade() else { return };
+        let Some(l2) = &inner.l2 else { return };
+        if l2.circuit.is_open() {
+            if l2.probe().await {
+                // Order matters: flush before reads may use L2 again, replay after.
+                inner.flush_coherent();
+                l2.circuit.close();
+                inner.replay_pending().await;
+                tracing::info!("redis is back; circuit closed");
+            }
+        } else if ticks % 4 == 0 {
+            let _ = l2.ping().await;
+        }
+    }
+}

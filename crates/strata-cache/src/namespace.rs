@@ -1,0 +1,175 @@
+//! Typed handles: `cache.namespace::<K, V>("user")`.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::cache::{Cache, NsState, SetOptions, Tier};
+use crate::codec::Format;
+use crate::error::{CacheError, Result};
+use crate::invalidation::Invalidation;
+use crate::key::CacheKey;
+
+/// A namespace whose keys are `K` and values `V`, stored with the namespace's format.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> strata_cache::Result<()> {
+/// use std::borrow::Cow;
+/// use std::time::Duration;
+/// use serde::{Deserialize, Serialize};
+/// use strata_cache::{Cache, CacheKey, Format, Policy};
+///
+/// struct WalletBalance(u64);
+/// impl CacheKey for WalletBalance {
+///     fn cache_key(&self) -> Cow<'_, str> { Cow::Owned(self.0.to_string()) }
+/// }
+/// #[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+/// struct Balance { cents: i64 }
+///
+/// let cache = Cache::builder()
+///     .namespace("balance", Policy::new(Duration::from_secs(30)).format(Format::Binary))
+///     .build()
+///     .await?;
+/// let balances = cache.namespace::<WalletBalance, Balance>("balance")?;
+/// balances.set(&WalletBalance(1), &Balance { cents: 500 }).await?;
+/// assert_eq!(balances.get(&WalletBalance(1)).await?, Some(Balance { cents: 500 }));
+/// # Ok(()) }
+/// ```
+pub struct Namespace<K: ?Sized, V> {
+    cache: Cache,
+    ns: Arc<NsState>,
+    format: Format,
+    _types: PhantomData<fn(&K) -> V>,
+}
+
+impl<K: ?Sized, V> Clone for Namespace<K, V> {
+    fn clone(&self) -> Self {
+        Namespace { cache: self.cache.clone(), ns: self.ns.clone(), format: self.format, _types: PhantomData }
+    }
+}
+
+impl Cache {
+    /// A typed handle on a namespace (declared with the default policy if new).
+    /// Hold on to it: it skips the name lookup on every call.
+    pub fn namespace<K: CacheKey + ?Sized, V: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Namespace<K, V>> {
+        let ns = self.inner.ns(name)?;
+        Ok(Namespace { cache: self.clone(), format: ns.policy.format, ns, _types: PhantomData })
+    }
+}
+
+impl<K: CacheKey + ?Sized, V: Serialize + DeserializeOwned> Namespace<K, V> {
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.ns.name
+    }
+
+    fn decode(&self, value: &Bytes, codec: u8) -> Result<V> {
+        if codec != self.format.id() {
+            return Err(CacheError::Codec(format!(
+                "entry was written with codec {codec}, namespace `{}` reads codec {}",
+                self.ns.name,
+                self.format.id()
+            )));
+        }
+        self.format.decode(value)
+    }
+
+    /// Reads a value. An entry that does not decode as `V` (written by another version
+    /// of the type) is a miss and is removed.
+    pub async fn get(&self, key: &K) -> Result<Option<V>> {
+        Ok(self.get_with_tier(key).await?.map(|(v, _)| v))
+    }
+
+    /// Reads a value and says which tier answered.
+    pub async fn get_with_tier(&self, key: &K) -> Result<Option<(V, Tier)>> {
+        let k = key.cache_key();
+        let Some(hit) = self.cache.inner.get(&self.ns, &k).await? else { return Ok(None) };
+        match self.decode(&hit.value, hit.codec) {
+            Ok(v) => Ok(Some((v, hit.tier))),
+            Err(e) => {
+                tracing::warn!(namespace = %self.ns.name, error = %e, "undecodable entry; dropping it");
+                let _ = self.cache.delete(&self.ns.name, &k).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Writes a value with the namespace's TTL.
+    pub async fn set(&self, key: &K, value: &V) -> Result<()> {
+        self.set_with(key, value, SetOptions::default()).await
+    }
+
+    /// Writes a value with its own TTL and/or tags.
+    pub async fn set_with(&self, key: &K, value: &V, opts: SetOptions) -> Result<()> {
+        let bytes = Bytes::from(self.format.encode(value)?);
+        let k = key.cache_key().into_owned();
+        self.cache.inner.set_many(&self.ns, vec![(k, bytes, self.format.id())], &opts).await
+    }
+
+    /// Reads many values, in the order of `keys`.
+    pub async fn mget(&self, keys: &[&K]) -> Result<Vec<Option<V>>> {
+        let ks: Vec<String> = keys.iter().map(|k| k.cache_key().into_owned()).collect();
+        let hits = self.cache.inner.mget(&self.ns, &ks).await?;
+        Ok(hits.into_iter().map(|h| h.and_then(|h| self.decode(&h.value, h.codec).ok())).collect())
+    }
+
+    /// Writes many values in one batch.
+    pub async fn mset(&self, entries: &[(&K, &V)], opts: SetOptions) -> Result<()> {
+        let mut batch = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            batch.push((k.cache_key().into_owned(), Bytes::from(self.format.encode(*v)?), self.format.id()));
+        }
+        self.cache.inner.set_many(&self.ns, batch, &opts).await
+    }
+
+    /// Reads a value, or runs `loader` once for all concurrent callers of this key,
+    /// stores its result and returns it. Loader errors are returned, not cached
+    /// (unless the policy sets a negative TTL). Redis being down is not an error.
+    pub async fn get_or_load<F, Fut, E>(&self, key: &K, loader: F) -> Result<V>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<V, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+        V: Send + 'static,
+    {
+        if let Some(v) = self.get(key).await? {
+            return Ok(v);
+        }
+        let format = self.format;
+        let fut = loader();
+        let bytes = crate::cache::Inner::load(&self.cache.inner, &self.ns, &key.cache_key(), format.id(), async move {
+            let v = fut.await.map_err(Into::into)?;
+            format.encode(&v).map(Bytes::from).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+        .await?;
+        self.format.decode(&bytes)
+    }
+
+    /// Deletes a key everywhere.
+    pub async fn delete(&self, key: &K) -> Result<bool> {
+        self.cache.delete(&self.ns.name, &key.cache_key()).await
+    }
+
+    /// Whether a key is cached.
+    pub async fn exists(&self, key: &K) -> Result<bool> {
+        self.cache.exists(&self.ns.name, &key.cache_key()).await
+    }
+
+    /// Remaining TTL of a key.
+    pub async fn ttl(&self, key: &K) -> Result<Option<Duration>> {
+        self.cache.ttl(&self.ns.name, &key.cache_key()).await
+    }
+
+    /// Drops every entry written with `tag`.
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<u64> {
+        self.cache.invalidate(Invalidation::tag(&self.ns.name, tag)).await
+    }
+
+    /// Drops the whole namespace.
+    pub async fn clear(&self) -> Result<u64> {
+        self.cache.invalidate(Invalidation::namespace(&self.ns.name)).await
+    }
+}

@@ -1,0 +1,302 @@
+//! Test support: real services on free loopback ports, in temporary directories,
+//! that a test can kill and restart to exercise faults.
+//!
+//! A missing service binary is an error, never a silent skip: a test that cannot
+//! start its service fails and says how to install it (`scripts/test.sh` does).
+//!
+//! ```no_run
+//! let mut redis = strata_testkit::RedisServer::start().unwrap();
+//! let url = redis.url();           // redis://127.0.0.1:<port>
+//! redis.kill();                    // SIGKILL, as a crash would
+//! redis.restart().unwrap();        // same port, empty data
+//! # let _ = url;
+//! ```
+
+#![warn(missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Why a service could not be started.
+#[derive(Debug)]
+pub struct TestkitError(pub String);
+
+impl std::fmt::Display for TestkitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TestkitError {}
+
+type Result<T> = std::result::Result<T, TestkitError>;
+
+fn err(msg: impl Into<String>) -> TestkitError {
+    TestkitError(msg.into())
+}
+
+/// Finds an executable on PATH or in the usual Debian locations.
+pub fn find_binary(name: &str) -> Result<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(["/usr/bin".into(), "/usr/local/bin".into(), "/usr/sbin".into()]);
+    for d in dirs {
+        let p = d.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(err(format!(
+        "`{name}` not found on PATH. Install it (Debian: apt-get install redis-server redis-tools) \
+         or run scripts/test.sh, which installs what the tests need."
+    )))
+}
+
+/// A loopback port that was free a moment ago (and so was `port + offset` when asked).
+fn free_port(also_free_offset: Option<u16>) -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local addr").port();
+        match also_free_offset {
+            None => return port,
+            Some(off) => {
+                if port.checked_add(off).is_some() && TcpListener::bind(("127.0.0.1", port + off)).is_ok() {
+                    return port;
+                }
+            }
+        }
+    }
+}
+
+/// Sends one inline command over RESP and returns the raw reply.
+pub fn redis_command(port: u16, command: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_millis(1000)))?;
+    s.write_all(format!("{command}\r\n").as_bytes())?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = s.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// A `redis-server` process.
+pub struct RedisServer {
+    port: u16,
+    dir: TempDir,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server with no persistence on a free port.
+    pub fn start() -> Result<Self> {
+        Self::start_with(&[], None)
+    }
+
+    fn start_with(extra: &[&str], port_offset: Option<u16>) -> Result<Self> {
+        find_binary("redis-server")?;
+        let mut last = String::new();
+        // Another test may grab the port between our probe and the bind: retry.
+        for _ in 0..5 {
+            let mut s = RedisServer {
+                port: free_port(port_offset),
+                dir: tempfile::tempdir().map_err(|e| err(format!("tempdir: {e}")))?,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                child: None,
+            };
+            match s.spawn() {
+                Ok(()) => return Ok(s),
+                Err(e) => last = e.0,
+            }
+        }
+        Err(err(format!("redis-server did not start: {last}")))
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let bin = find_binary("redis-server")?;
+        let log = self.dir.path().join("redis.log");
+        let mut cmd = Command::new(bin);
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().map_err(|e| err(format!("spawn redis-server: {e}")))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(err(format!("redis-server exited with {status}: {}", tail(&log))));
+            }
+            if redis_command(self.port, "PING").is_ok_and(|r| r.starts_with("+PONG")) {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(err(format!("redis-server on {} not answering: {}", self.port, tail(&log))));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the process with SIGKILL and waits for it, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty: nothing is persisted).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                // The old socket may linger for a moment.
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Runs an inline command against it (for test setup and assertions).
+    pub fn command(&self, command: &str) -> Result<String> {
+        redis_command(self.port, command).map_err(|e| err(e.to_string()))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
+}
+
+/// A Redis Cluster of masters without replicas, made with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `masters` nodes (at least 3) and joins them into a cluster.
+    pub fn start(masters: usize) -> Result<Self> {
+        if masters < 3 {
+            return Err(err("a Redis Cluster needs at least 3 masters"));
+        }
+        let cli = find_binary("redis-cli")?;
+        let mut nodes = Vec::new();
+        for _ in 0..masters {
+            // The cluster bus listens on port + 10000.
+            nodes.push(RedisServer::start_with(
+                &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"],
+                Some(10000),
+            )?);
+        }
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        let out = Command::new(cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| err(format!("redis-cli --cluster create: {e}")))?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok(Duration::from_secs(20))?;
+        Ok(cluster)
+    }
+
+    fn wait_ok(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ok = self
+                .nodes
+                .iter()
+                .all(|n| n.command("CLUSTER INFO").is_ok_and(|r| r.contains("cluster_state:ok")));
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(err("cluster did not reach cluster_state:ok"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,…` (the URL format strata reads).
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// The nodes, for killing one or running commands on it.
+    pub fn nodes(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_starts_kills_and_restarts() {
+        let mut r = RedisServer::start().expect("redis-server must be installed");
+        assert!(r.command("SET a 1").unwrap().starts_with("+OK"));
+        r.kill();
+        assert!(r.command("PING").is_err());
+        r.restart().unwrap();
+        assert!(r.command("PING").unwrap().starts_with("+PONG"));
+        assert!(r.command("GET a").unwrap().starts_with("$-1"), "restart is empty");
+    }
+
+    #[test]
+    fn cluster_forms() {
+        let mut c = RedisCluster::start(3).expect("cluster");
+        assert!(c.url().starts_with("redis+cluster://127.0.0.1:"));
+        let info = c.nodes()[0].command("CLUSTER INFO").unwrap();
+        assert!(info.contains("cluster_known_nodes:3"), "{info}");
+    }
+}
