@@ -41,8 +41,14 @@ async fn publisher(weak: WeakInner, mut rx: mpsc::UnboundedReceiver<Item>) {
         }
         let Some(inner) = weak.upgrade() else { return };
         let Some(l2) = &inner.l2 else { return };
-        let msg = Message { v: 1, origin: inner.instance_id.clone(), items };
-        let Ok(payload) = serde_json::to_vec(&msg) else { continue };
+        let msg = Message {
+            v: 1,
+            origin: inner.instance_id.clone(),
+            items,
+        };
+        let Ok(payload) = serde_json::to_vec(&msg) else {
+            continue;
+        };
         match l2.publish(&l2.options().channel, &payload).await {
             Ok(()) => {
                 inner.messages_published.fetch_add(1, Ordering::Relaxed);
@@ -56,19 +62,28 @@ async fn publisher(weak: WeakInner, mut rx: mpsc::UnboundedReceiver<Item>) {
 
 /// Keeps a subscription to the invalidation channel, flushing coherent namespaces
 /// whenever it may have missed messages.
-async fn subscriber(weak: WeakInner, mut shutdown: watch::Receiver<()>, ready: watch::Sender<bool>) {
+async fn subscriber(
+    weak: WeakInner,
+    mut shutdown: watch::Receiver<()>,
+    ready: watch::Sender<bool>,
+) {
     let mut backoff = Duration::from_millis(50);
     let mut subscribed_before = false;
     loop {
         let Some((clients, channel)) = weak.upgrade().and_then(|i| {
-            i.l2.as_ref().map(|l2| (l2.pubsub_clients(), l2.options().channel.clone()))
+            i.l2.as_ref()
+                .map(|l2| (l2.pubsub_clients(), l2.options().channel.clone()))
         }) else {
             return;
         };
         for client in clients {
-            let conn = tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub()).await;
+            let conn =
+                tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub()).await;
             let Ok(Ok(mut pubsub)) = conn else { continue };
-            if tokio::time::timeout(Duration::from_secs(1), pubsub.subscribe(&channel)).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(1), pubsub.subscribe(&channel))
+                .await
+                .is_err()
+            {
                 continue;
             }
             if subscribed_before {
@@ -109,7 +124,10 @@ async fn subscriber(weak: WeakInner, mut shutdown: watch::Receiver<()>, ready: w
 /// Applies a message from another instance. Garbage is logged and dropped.
 pub(crate) fn handle(inner: &Inner, payload: &[u8]) {
     if payload.len() > MAX_MESSAGE {
-        tracing::warn!(bytes = payload.len(), "oversized invalidation message ignored");
+        tracing::warn!(
+            bytes = payload.len(),
+            "oversized invalidation message ignored"
+        );
         return;
     }
     let msg: Message = match serde_json::from_slice(payload) {
@@ -135,7 +153,10 @@ pub(crate) fn handle(inner: &Inner, payload: &[u8]) {
 /// flushes what may be stale, replays what Redis missed, and closes the circuit.
 /// While closed, pings now and then so a Redis that died without traffic is noticed.
 async fn probe(weak: WeakInner, mut shutdown: watch::Receiver<()>) {
-    let interval = match weak.upgrade().and_then(|i| i.l2.as_ref().map(|l| l.options().probe_interval)) {
+    let interval = match weak
+        .upgrade()
+        .and_then(|i| i.l2.as_ref().map(|l| l.options().probe_interval))
+    {
         Some(i) => i,
         None => return,
     };
@@ -156,7 +177,7 @@ async fn probe(weak: WeakInner, mut shutdown: watch::Receiver<()>) {
                 inner.replay_pending().await;
                 tracing::info!("redis is back; circuit closed");
             }
-        } else if ticks % 4 == 0 {
+        } else if ticks.is_multiple_of(4) {
             let _ = l2.ping().await;
         }
     }

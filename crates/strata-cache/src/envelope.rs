@@ -126,14 +126,20 @@ impl EnvelopeCodec {
     /// Parses bytes read from the Redis key `aad`.
     pub fn decode(&self, raw: &[u8], aad: &[u8]) -> Result<Envelope> {
         if raw.len() < HEADER_LEN {
-            return Err(CacheError::Corrupt(format!("{} bytes is shorter than a header", raw.len())));
+            return Err(CacheError::Corrupt(format!(
+                "{} bytes is shorter than a header",
+                raw.len()
+            )));
         }
         let (header, body) = raw.split_at(HEADER_LEN);
         if header[0] != MAGIC {
             return Err(CacheError::Corrupt("not a strata entry (bad magic)".into()));
         }
         if header[1] != VERSION {
-            return Err(CacheError::Corrupt(format!("unknown envelope version {}", header[1])));
+            return Err(CacheError::Corrupt(format!(
+                "unknown envelope version {}",
+                header[1]
+            )));
         }
         let flags = header[2];
         if flags & !(FLAG_ENCRYPTED | COMPRESSION_MASK) != 0 {
@@ -153,7 +159,9 @@ impl EnvelopeCodec {
         } else {
             if self.keyring.is_some() {
                 // A namespace that encrypts must not trust plaintext planted in Redis.
-                return Err(CacheError::Corrupt("plaintext entry in an encrypted namespace".into()));
+                return Err(CacheError::Corrupt(
+                    "plaintext entry in an encrypted namespace".into(),
+                ));
             }
             body
         };
@@ -178,7 +186,12 @@ impl EnvelopeCodec {
             }
             other => return Err(CacheError::Corrupt(format!("unknown compression {other}"))),
         };
-        Ok(Envelope { codec, created_ms, ttl_ms, payload })
+        Ok(Envelope {
+            codec,
+            created_ms,
+            ttl_ms,
+            payload,
+        })
     }
 }
 
@@ -187,11 +200,21 @@ mod tests {
     use super::*;
 
     fn codec(c: Compression, ring: Option<Keyring>) -> EnvelopeCodec {
-        EnvelopeCodec { compression: c, compress_min: 16, keyring: ring.map(Arc::new), max_payload: 1 << 20 }
+        EnvelopeCodec {
+            compression: c,
+            compress_min: 16,
+            keyring: ring.map(Arc::new),
+            max_payload: 1 << 20,
+        }
     }
 
     fn env(payload: &[u8]) -> Envelope {
-        Envelope { codec: 1, created_ms: 1_700_000_000_000, ttl_ms: 60_000, payload: Bytes::copy_from_slice(payload) }
+        Envelope {
+            codec: 1,
+            created_ms: 1_700_000_000_000,
+            ttl_ms: 60_000,
+            payload: Bytes::copy_from_slice(payload),
+        }
     }
 
     #[test]
@@ -213,38 +236,72 @@ mod tests {
     fn compression_applies_above_threshold_only() {
         let c = codec(Compression::Zstd(3), None);
         let big = c.encode(&env(&[b'a'; 4096]), b"k").unwrap();
-        assert!(big.len() < 200, "4 KiB of one byte should compress, got {}", big.len());
+        assert!(
+            big.len() < 200,
+            "4 KiB of one byte should compress, got {}",
+            big.len()
+        );
         let small = c.encode(&env(b"tiny"), b"k").unwrap();
         assert_eq!(small[2] & COMPRESSION_MASK, 0);
     }
 
     #[test]
     fn ciphertext_is_bound_to_key_and_header() {
-        let c = codec(Compression::None, Some(Keyring::new(1, &[1u8; 32]).unwrap()));
+        let c = codec(
+            Compression::None,
+            Some(Keyring::new(1, &[1u8; 32]).unwrap()),
+        );
         let mut raw = c.encode(&env(b"secret value"), b"key-a").unwrap();
         assert!(!raw.windows(6).any(|w| w == b"secret"));
-        assert!(matches!(c.decode(&raw, b"key-b"), Err(CacheError::Corrupt(_))));
+        assert!(matches!(
+            c.decode(&raw, b"key-b"),
+            Err(CacheError::Corrupt(_))
+        ));
         raw[13] ^= 1; // edit the TTL
-        assert!(matches!(c.decode(&raw, b"key-a"), Err(CacheError::Corrupt(_))));
+        assert!(matches!(
+            c.decode(&raw, b"key-a"),
+            Err(CacheError::Corrupt(_))
+        ));
     }
 
     #[test]
     fn rotation_reads_old_key() {
-        let old = codec(Compression::None, Some(Keyring::new(1, &[1u8; 32]).unwrap()));
+        let old = codec(
+            Compression::None,
+            Some(Keyring::new(1, &[1u8; 32]).unwrap()),
+        );
         let raw = old.encode(&env(b"v"), b"k").unwrap();
-        let ring = Keyring::new(2, &[2u8; 32]).unwrap().with_read_key(1, &[1u8; 32]).unwrap();
+        let ring = Keyring::new(2, &[2u8; 32])
+            .unwrap()
+            .with_read_key(1, &[1u8; 32])
+            .unwrap();
         let new = codec(Compression::None, Some(ring));
-        assert_eq!(new.decode(&raw, b"k").unwrap().payload, Bytes::from_static(b"v"));
+        assert_eq!(
+            new.decode(&raw, b"k").unwrap().payload,
+            Bytes::from_static(b"v")
+        );
         assert_eq!(new.encode(&env(b"v"), b"k").unwrap()[4], 2);
-        let wrong = codec(Compression::None, Some(Keyring::new(9, &[9u8; 32]).unwrap()));
-        assert!(matches!(wrong.decode(&raw, b"k"), Err(CacheError::Corrupt(_))));
+        let wrong = codec(
+            Compression::None,
+            Some(Keyring::new(9, &[9u8; 32]).unwrap()),
+        );
+        assert!(matches!(
+            wrong.decode(&raw, b"k"),
+            Err(CacheError::Corrupt(_))
+        ));
     }
 
     #[test]
     fn decompression_bombs_are_refused() {
         let c = codec(Compression::Zstd(3), None);
         let raw = c.encode(&env(&vec![0u8; 1 << 20]), b"k").unwrap();
-        let small = EnvelopeCodec { max_payload: 1024, ..c };
-        assert!(matches!(small.decode(&raw, b"k"), Err(CacheError::Corrupt(_))));
+        let small = EnvelopeCodec {
+            max_payload: 1024,
+            ..c
+        };
+        assert!(matches!(
+            small.decode(&raw, b"k"),
+            Err(CacheError::Corrupt(_))
+        ));
     }
 }

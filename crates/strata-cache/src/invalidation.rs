@@ -70,7 +70,11 @@ pub struct Invalidation {
 
 impl Invalidation {
     fn new(namespace: &str, target: Target) -> Self {
-        Invalidation { namespace: namespace.to_owned(), target, condition: None }
+        Invalidation {
+            namespace: namespace.to_owned(),
+            target,
+            condition: None,
+        }
     }
     /// One key.
     pub fn key(namespace: &str, key: impl Into<String>) -> Self {
@@ -78,15 +82,30 @@ impl Invalidation {
     }
     /// Several keys.
     pub fn keys(namespace: &str, keys: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        Self::new(namespace, Target::Keys { keys: keys.into_iter().map(Into::into).collect() })
+        Self::new(
+            namespace,
+            Target::Keys {
+                keys: keys.into_iter().map(Into::into).collect(),
+            },
+        )
     }
     /// Keys starting with `prefix`.
     pub fn prefix(namespace: &str, prefix: impl Into<String>) -> Self {
-        Self::new(namespace, Target::Prefix { prefix: prefix.into() })
+        Self::new(
+            namespace,
+            Target::Prefix {
+                prefix: prefix.into(),
+            },
+        )
     }
     /// Keys matching a glob.
     pub fn pattern(namespace: &str, pattern: impl Into<String>) -> Self {
-        Self::new(namespace, Target::Pattern { pattern: pattern.into() })
+        Self::new(
+            namespace,
+            Target::Pattern {
+                pattern: pattern.into(),
+            },
+        )
     }
     /// Keys written with `tag`.
     pub fn tag(namespace: &str, tag: impl Into<String>) -> Self {
@@ -170,9 +189,18 @@ mod tests {
             v: 1,
             origin: "a1".into(),
             items: vec![
-                Item { inv: Invalidation::key("user", "42"), resolved: vec![] },
-                Item { inv: Invalidation::tag("feed", "t").older_than(5), resolved: vec!["k".into()] },
-                Item { inv: Invalidation::namespace("x"), resolved: vec![] },
+                Item {
+                    inv: Invalidation::key("user", "42"),
+                    resolved: vec![],
+                },
+                Item {
+                    inv: Invalidation::tag("feed", "t").older_than(5),
+                    resolved: vec!["k".into()],
+                },
+                Item {
+                    inv: Invalidation::namespace("x"),
+                    resolved: vec![],
+                },
             ],
         };
         let s = serde_json::to_string(&m).unwrap();

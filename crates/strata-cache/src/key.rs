@@ -295,10 +295,20 @@ mod tests {
         assert!(validate_key("ns", "ok", 250).is_ok());
         assert!(matches!(
             validate_key("ns", &"x".repeat(251), 250),
-            Err(CacheError::KeyTooLong { len: 251, max: 250, .. })
+            Err(CacheError::KeyTooLong {
+                len: 251,
+                max: 250,
+                ..
+            })
         ));
-        assert!(matches!(validate_key("ns", "", 250), Err(CacheError::InvalidKey(_))));
-        assert!(matches!(validate_key("ns", "a\nb", 250), Err(CacheError::InvalidKey(_))));
+        assert!(matches!(
+            validate_key("ns", "", 250),
+            Err(CacheError::InvalidKey(_))
+        ));
+        assert!(matches!(
+            validate_key("ns", "a\nb", 250),
+            Err(CacheError::InvalidKey(_))
+        ));
         assert!(validate_namespace("user.v2-x_y").is_ok());
         assert!(validate_namespace("bad ns").is_err());
         assert!(validate_namespace("").is_err());

@@ -56,7 +56,7 @@ pub use envelope::{Compression, Envelope, EnvelopeCodec, CODEC_RAW};
 pub use error::{CacheError, Result};
 pub use invalidation::{Condition, Invalidation, InvalidationEvent, Target, DEFAULT_DEBOUNCE};
 pub use key::CacheKey;
-pub use namespace::Namespace;
+pub use namespace::{Namespace, RawNamespace};
 pub use policy::{Placement, Policy};
 pub use redis_tier::{RedisOptions, RedisTarget};
 pub use stats::{CacheStats, NamespaceStats, TierStats};

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use quick_cache::sync::Cache as QCache;
 use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, OptionsBuilder, Weighter};
 
-use crate::clock::mono_ms;
+use crate::clock::{is_past, mono_ms};
 
 /// Most namespaces one cache can hold (ids index fixed arrays of counters).
 pub(crate) const MAX_NAMESPACES: usize = 1024;
@@ -30,10 +30,12 @@ pub(crate) struct L1Key {
     pub(crate) key: Box<str>,
 }
 
+// Only the key is hashed, as a `str` (one `write_str` for foldhash): keys of different
+// namespaces that collide still differ in `equivalent`. Hashing the id too cost three
+// hasher rounds per lookup instead of one.
 impl Hash for L1Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u32(self.ns);
-        self.key.as_bytes().hash(state);
+        self.key.hash(state);
     }
 }
 
@@ -46,8 +48,7 @@ pub(crate) struct L1KeyRef<'a> {
 
 impl Hash for L1KeyRef<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u32(self.ns);
-        self.key.as_bytes().hash(state);
+        self.key.hash(state);
     }
 }
 
@@ -110,6 +111,7 @@ pub(crate) struct MemoryTier {
 
 impl MemoryTier {
     pub(crate) fn new(max_bytes: u64) -> Self {
+        crate::clock::start_ticker();
         let evictions: Arc<[AtomicU64]> = (0..MAX_NAMESPACES).map(|_| AtomicU64::new(0)).collect();
         // Size the index for ~256-byte entries; quick_cache grows past it if needed.
         let est_items = (max_bytes / 256).clamp(64, 1 << 26) as usize;
@@ -124,7 +126,11 @@ impl MemoryTier {
             DefaultHashBuilder::default(),
             EvictionCounter(evictions.clone()),
         );
-        MemoryTier { cache: Arc::new(cache), evictions, capacity: max_bytes }
+        MemoryTier {
+            cache: Arc::new(cache),
+            evictions,
+            capacity: max_bytes,
+        }
     }
 
     /// Reads an entry if present, current for `epoch`, and not expired.
@@ -137,7 +143,7 @@ impl MemoryTier {
                 self.cache.remove_if(&k, |v| v.epoch != epoch);
                 Lookup::Miss
             }
-            Some(e) if e.expires_at <= mono_ms() => {
+            Some(e) if is_past(e.expires_at) => {
                 let now = mono_ms();
                 self.cache.remove_if(&k, |v| v.expires_at <= now);
                 Lookup::Expired
@@ -147,7 +153,13 @@ impl MemoryTier {
     }
 
     pub(crate) fn insert(&self, ns: u32, key: &str, entry: L1Entry) {
-        self.cache.insert(L1Key { ns, key: key.into() }, entry);
+        self.cache.insert(
+            L1Key {
+                ns,
+                key: key.into(),
+            },
+            entry,
+        );
     }
 
     /// Removes an entry; true if one was there.
@@ -201,7 +213,9 @@ impl MemoryTier {
     }
 
     pub(crate) fn evictions(&self, ns: u32) -> u64 {
-        self.evictions.get(ns as usize).map_or(0, |c| c.load(Relaxed))
+        self.evictions
+            .get(ns as usize)
+            .map_or(0, |c| c.load(Relaxed))
     }
 
     pub(crate) fn weight(&self) -> u64 {
@@ -236,7 +250,10 @@ mod tests {
         assert!(matches!(m.get(2, "a", 0), Lookup::Miss));
         assert!(matches!(m.get(1, "b", 0), Lookup::Expired));
         assert!(matches!(m.get(1, "b", 0), Lookup::Miss));
-        assert!(matches!(m.get(1, "a", 1), Lookup::Miss), "newer epoch hides old entries");
+        assert!(
+            matches!(m.get(1, "a", 1), Lookup::Miss),
+            "newer epoch hides old entries"
+        );
     }
 
     #[test]

@@ -17,6 +17,13 @@ use prometheus_client::registry::Registry;
 
 use crate::cache::{Cache, Inner, Tier};
 
+/// One exported per-namespace number: (name, help, how to read it from a snapshot).
+type NsMetric = (
+    &'static str,
+    &'static str,
+    fn(&crate::stats::NamespaceStats) -> u64,
+);
+
 const OPS: [&str; 5] = ["get", "mget", "set", "invalidate", "load"];
 
 /// Latency histograms of operations that leave the process.
@@ -27,7 +34,10 @@ pub(crate) struct Durations {
 impl Default for Durations {
     fn default() -> Self {
         // 50 µs … ~13 s.
-        let hist = OPS.iter().map(|_| Histogram::new(exponential_buckets(0.00005, 2.0, 19))).collect();
+        let hist = OPS
+            .iter()
+            .map(|_| Histogram::new(exponential_buckets(0.00005, 2.0, 19)))
+            .collect();
         Durations { hist }
     }
 }
@@ -49,14 +59,27 @@ struct CacheCollector(Weak<Inner>);
 
 impl Collector for CacheCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(inner) = self.0.upgrade() else { return Ok(()) };
-        let stats = Cache { inner: inner.clone() }.stats();
+        let Some(inner) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let stats = Cache {
+            inner: inner.clone(),
+        }
+        .stats();
         type Get = fn(&crate::stats::TierStats) -> u64;
         let tier_counters: [(&str, &str, Get); 5] = [
             ("cache_hits", "Reads answered by a tier.", |t| t.hits),
-            ("cache_misses", "Reads a tier could not answer.", |t| t.misses),
-            ("cache_evictions", "Entries evicted for space.", |t| t.evictions),
-            ("cache_invalidations", "Entries dropped by invalidation.", |t| t.invalidations),
+            ("cache_misses", "Reads a tier could not answer.", |t| {
+                t.misses
+            }),
+            ("cache_evictions", "Entries evicted for space.", |t| {
+                t.evictions
+            }),
+            (
+                "cache_invalidations",
+                "Entries dropped by invalidation.",
+                |t| t.invalidations,
+            ),
             ("cache_errors", "Failed tier operations.", |t| t.errors),
         ];
         for (name, help, get) in tier_counters {
@@ -68,21 +91,40 @@ impl Collector for CacheCollector {
                 }
             }
         }
-        let extra: [(&str, &str, fn(&crate::stats::NamespaceStats) -> u64); 6] = [
-            ("cache_sets", "Entries written to L2 (L1 for memory-only namespaces).", |n| n.l2.sets.max(n.l1.sets)),
-            ("cache_expirations", "L1 entries found expired.", |n| n.l1.expirations),
-            ("cache_corrupt_entries", "Undecodable Redis entries deleted.", |n| n.l2.corrupt),
+        let extra: [NsMetric; 6] = [
+            (
+                "cache_sets",
+                "Entries written to L2 (L1 for memory-only namespaces).",
+                |n| n.l2.sets.max(n.l1.sets),
+            ),
+            ("cache_expirations", "L1 entries found expired.", |n| {
+                n.l1.expirations
+            }),
+            (
+                "cache_corrupt_entries",
+                "Undecodable Redis entries deleted.",
+                |n| n.l2.corrupt,
+            ),
             ("cache_loads", "Loader runs.", |n| n.loads),
-            ("cache_load_errors", "Loader runs that failed or timed out.", |n| n.load_errors),
-            ("cache_coalesced_loads", "Callers that waited on another caller's loader.", |n| n.coalesced),
+            (
+                "cache_load_errors",
+                "Loader runs that failed or timed out.",
+                |n| n.load_errors,
+            ),
+            (
+                "cache_coalesced_loads",
+                "Callers that waited on another caller's loader.",
+                |n| n.coalesced,
+            ),
         ];
         for (name, help, get) in extra {
             let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
             for ns in &stats.namespaces {
-                ConstCounter::new(get(ns)).encode(m.encode_family(&[("namespace", ns.namespace.as_str())])?)?;
+                ConstCounter::new(get(ns))
+                    .encode(m.encode_family(&[("namespace", ns.namespace.as_str())])?)?;
             }
         }
-        let gauges: [(&str, &str, fn(&crate::stats::NamespaceStats) -> u64); 2] = [
+        let gauges: [NsMetric; 2] = [
             ("cache_size_bytes", "Bytes held in L1.", |n| n.l1_bytes),
             ("cache_entries", "Entries held in L1.", |n| n.l1_entries),
         ];
@@ -93,9 +135,16 @@ impl Collector for CacheCollector {
                 ConstGauge::new(get(ns) as i64).encode(m.encode_family(&labels)?)?;
             }
         }
-        let mut m = enc.encode_descriptor("cache_capacity_bytes", "L1 capacity.", None, MetricType::Gauge)?;
-        ConstGauge::new(stats.l1_capacity_bytes as i64).encode(m.encode_family(&[("tier", "l1")])?)?;
-        let mut m = enc.encode_descriptor("tier_up", "1 if the tier answers.", None, MetricType::Gauge)?;
+        let mut m = enc.encode_descriptor(
+            "cache_capacity_bytes",
+            "L1 capacity.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(stats.l1_capacity_bytes as i64)
+            .encode(m.encode_family(&[("tier", "l1")])?)?;
+        let mut m =
+            enc.encode_descriptor("tier_up", "1 if the tier answers.", None, MetricType::Gauge)?;
         ConstGauge::new(1i64).encode(m.encode_family(&[("tier", "l1")])?)?;
         if let Some(up) = stats.l2_up {
             ConstGauge::new(up as i64).encode(m.encode_family(&[("tier", "l2")])?)?;
@@ -106,8 +155,10 @@ impl Collector for CacheCollector {
             None,
             MetricType::Counter,
         )?;
-        ConstCounter::new(stats.invalidation_messages_published).encode(m.encode_family(&[("direction", "published")])?)?;
-        ConstCounter::new(stats.invalidation_messages_received).encode(m.encode_family(&[("direction", "received")])?)?;
+        ConstCounter::new(stats.invalidation_messages_published)
+            .encode(m.encode_family(&[("direction", "published")])?)?;
+        ConstCounter::new(stats.invalidation_messages_received)
+            .encode(m.encode_family(&[("direction", "received")])?)?;
         let mut m = enc.encode_descriptor(
             "cache_operation_duration_seconds",
             "Latency of operations that leave the process.",
@@ -138,6 +189,8 @@ impl Cache {
     pub fn register_metrics(&self, registry: &mut Registry) {
         registry
             .sub_registry_with_prefix("strata")
-            .register_collector(Box::new(CacheCollector(std::sync::Arc::downgrade(&self.inner))));
+            .register_collector(Box::new(CacheCollector(std::sync::Arc::downgrade(
+                &self.inner,
+            ))));
     }
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::cache::{Cache, NsState, SetOptions, Tier};
+use crate::cache::{Cache, Hit, NsState, SetOptions, Tier};
 use crate::codec::Format;
+use crate::envelope::CODEC_RAW;
 use crate::error::{CacheError, Result};
 use crate::invalidation::Invalidation;
 use crate::key::CacheKey;
@@ -47,16 +48,88 @@ pub struct Namespace<K: ?Sized, V> {
 
 impl<K: ?Sized, V> Clone for Namespace<K, V> {
     fn clone(&self) -> Self {
-        Namespace { cache: self.cache.clone(), ns: self.ns.clone(), format: self.format, _types: PhantomData }
+        Namespace {
+            cache: self.cache.clone(),
+            ns: self.ns.clone(),
+            format: self.format,
+            _types: PhantomData,
+        }
     }
 }
 
 impl Cache {
     /// A typed handle on a namespace (declared with the default policy if new).
     /// Hold on to it: it skips the name lookup on every call.
-    pub fn namespace<K: CacheKey + ?Sized, V: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Namespace<K, V>> {
+    pub fn namespace<K: CacheKey + ?Sized, V: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Namespace<K, V>> {
         let ns = self.inner.ns(name)?;
-        Ok(Namespace { cache: self.clone(), format: ns.policy.format, ns, _types: PhantomData })
+        Ok(Namespace {
+            cache: self.clone(),
+            format: ns.policy.format,
+            ns,
+            _types: PhantomData,
+        })
+    }
+}
+
+/// A handle on a namespace whose values are bytes: the REST API's view, and the
+/// fastest path (no serialization, no name lookup per call).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> strata_cache::Result<()> {
+/// use bytes::Bytes;
+/// use strata_cache::{Cache, SetOptions};
+/// let cache = Cache::builder().build().await?;
+/// let pages = cache.raw("page")?;
+/// pages.set("/", Bytes::from_static(b"<html>"), SetOptions::default()).await?;
+/// assert_eq!(pages.get("/").await?.map(|h| h.value), Some(Bytes::from_static(b"<html>")));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RawNamespace {
+    cache: Cache,
+    ns: Arc<NsState>,
+}
+
+impl Cache {
+    /// A bytes handle on a namespace (declared with the default policy if new).
+    pub fn raw(&self, name: &str) -> Result<RawNamespace> {
+        Ok(RawNamespace {
+            cache: self.clone(),
+            ns: self.inner.ns(name)?,
+        })
+    }
+}
+
+impl RawNamespace {
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.ns.name
+    }
+
+    /// Reads bytes.
+    pub async fn get(&self, key: &str) -> Result<Option<Hit>> {
+        self.cache.inner.get(&self.ns, key).await
+    }
+
+    /// Writes bytes.
+    pub async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<()> {
+        self.cache
+            .inner
+            .set_many(&self.ns, &[(key, value, CODEC_RAW)], &opts)
+            .await
+    }
+
+    /// Reads many keys, in the order given.
+    pub async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Hit>>> {
+        self.cache.inner.mget(&self.ns, keys).await
+    }
+
+    /// Deletes a key everywhere; true if a tier had it.
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        self.cache.delete(&self.ns.name, key).await
     }
 }
 
@@ -86,7 +159,9 @@ impl<K: CacheKey + ?Sized, V: Serialize + DeserializeOwned> Namespace<K, V> {
     /// Reads a value and says which tier answered.
     pub async fn get_with_tier(&self, key: &K) -> Result<Option<(V, Tier)>> {
         let k = key.cache_key();
-        let Some(hit) = self.cache.inner.get(&self.ns, &k).await? else { return Ok(None) };
+        let Some(hit) = self.cache.inner.get(&self.ns, &k).await? else {
+            return Ok(None);
+        };
         match self.decode(&hit.value, hit.codec) {
             Ok(v) => Ok(Some((v, hit.tier))),
             Err(e) => {
@@ -106,23 +181,37 @@ impl<K: CacheKey + ?Sized, V: Serialize + DeserializeOwned> Namespace<K, V> {
     pub async fn set_with(&self, key: &K, value: &V, opts: SetOptions) -> Result<()> {
         let bytes = Bytes::from(self.format.encode(value)?);
         let k = key.cache_key().into_owned();
-        self.cache.inner.set_many(&self.ns, vec![(k, bytes, self.format.id())], &opts).await
+        self.cache
+            .inner
+            .set_many(&self.ns, &[(&k, bytes, self.format.id())], &opts)
+            .await
     }
 
     /// Reads many values, in the order of `keys`.
     pub async fn mget(&self, keys: &[&K]) -> Result<Vec<Option<V>>> {
         let ks: Vec<String> = keys.iter().map(|k| k.cache_key().into_owned()).collect();
         let hits = self.cache.inner.mget(&self.ns, &ks).await?;
-        Ok(hits.into_iter().map(|h| h.and_then(|h| self.decode(&h.value, h.codec).ok())).collect())
+        Ok(hits
+            .into_iter()
+            .map(|h| h.and_then(|h| self.decode(&h.value, h.codec).ok()))
+            .collect())
     }
 
     /// Writes many values in one batch.
     pub async fn mset(&self, entries: &[(&K, &V)], opts: SetOptions) -> Result<()> {
         let mut batch = Vec::with_capacity(entries.len());
         for (k, v) in entries {
-            batch.push((k.cache_key().into_owned(), Bytes::from(self.format.encode(*v)?), self.format.id()));
+            batch.push((
+                k.cache_key(),
+                Bytes::from(self.format.encode(*v)?),
+                self.format.id(),
+            ));
         }
-        self.cache.inner.set_many(&self.ns, batch, &opts).await
+        let batch: Vec<(&str, Bytes, u8)> = batch
+            .iter()
+            .map(|(k, v, c)| (k.as_ref(), v.clone(), *c))
+            .collect();
+        self.cache.inner.set_many(&self.ns, &batch, &opts).await
     }
 
     /// Reads a value, or runs `loader` once for all concurrent callers of this key,
@@ -140,10 +229,19 @@ impl<K: CacheKey + ?Sized, V: Serialize + DeserializeOwned> Namespace<K, V> {
         }
         let format = self.format;
         let fut = loader();
-        let bytes = crate::cache::Inner::load(&self.cache.inner, &self.ns, &key.cache_key(), format.id(), async move {
-            let v = fut.await.map_err(Into::into)?;
-            format.encode(&v).map(Bytes::from).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-        })
+        let bytes = crate::cache::Inner::load(
+            &self.cache.inner,
+            &self.ns,
+            &key.cache_key(),
+            format.id(),
+            async move {
+                let v = fut.await.map_err(Into::into)?;
+                format
+                    .encode(&v)
+                    .map(Bytes::from)
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            },
+        )
         .await?;
         self.format.decode(&bytes)
     }
@@ -165,11 +263,15 @@ impl<K: CacheKey + ?Sized, V: Serialize + DeserializeOwned> Namespace<K, V> {
 
     /// Drops every entry written with `tag`.
     pub async fn invalidate_tag(&self, tag: &str) -> Result<u64> {
-        self.cache.invalidate(Invalidation::tag(&self.ns.name, tag)).await
+        self.cache
+            .invalidate(Invalidation::tag(&self.ns.name, tag))
+            .await
     }
 
     /// Drops the whole namespace.
     pub async fn clear(&self) -> Result<u64> {
-        self.cache.invalidate(Invalidation::namespace(&self.ns.name)).await
+        self.cache
+            .invalidate(Invalidation::namespace(&self.ns.name))
+            .await
     }
 }

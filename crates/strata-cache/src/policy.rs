@@ -227,9 +227,15 @@ mod tests {
         let p = Policy::new(Duration::from_secs(100)).jitter(0.2);
         for _ in 0..1000 {
             let t = p.effective_ttl(None);
-            assert!(t <= Duration::from_secs(100) && t >= Duration::from_secs(80), "{t:?}");
+            assert!(
+                t <= Duration::from_secs(100) && t >= Duration::from_secs(80),
+                "{t:?}"
+            );
         }
-        assert_eq!(Policy::new(Duration::from_secs(5)).effective_ttl(None), Duration::from_secs(5));
+        assert_eq!(
+            Policy::new(Duration::from_secs(5)).effective_ttl(None),
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

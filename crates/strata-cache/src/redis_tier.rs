@@ -68,14 +68,20 @@ impl RedisTarget {
         }
         if let Some(rest) = url.strip_prefix("redis+sentinel://") {
             let (h, service) = rest.split_once('/').ok_or_else(|| {
-                CacheError::Config(format!("`{url}`: expected redis+sentinel://host:port,…/service"))
+                CacheError::Config(format!(
+                    "`{url}`: expected redis+sentinel://host:port,…/service"
+                ))
             })?;
             if service.is_empty() {
                 return Err(CacheError::Config(format!("`{url}`: missing service name")));
             }
-            return Ok(RedisTarget::Sentinel { sentinels: hosts(h)?, service: service.to_owned() });
+            return Ok(RedisTarget::Sentinel {
+                sentinels: hosts(h)?,
+                service: service.to_owned(),
+            });
         }
-        if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") {
+        if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://")
+        {
             Client::open(url).map_err(|e| CacheError::Config(format!("`{url}`: {e}")))?;
             return Ok(RedisTarget::Standalone(url.to_owned()));
         }
@@ -190,7 +196,10 @@ impl RedisTier {
             RedisTarget::Standalone(u) => {
                 Client::open(u.as_str()).map_err(|e| CacheError::Config(e.to_string()))?;
             }
-            RedisTarget::Cluster(nodes) | RedisTarget::Sentinel { sentinels: nodes, .. } => {
+            RedisTarget::Cluster(nodes)
+            | RedisTarget::Sentinel {
+                sentinels: nodes, ..
+            } => {
                 for n in nodes {
                     Client::open(n.as_str()).map_err(|e| CacheError::Config(e.to_string()))?;
                 }
@@ -243,7 +252,10 @@ impl RedisTier {
                 let conn = tokio::time::timeout(timeout, cc.get_async_connection())
                     .await
                     .map_err(|_| CacheError::Timeout(timeout))??;
-                let clients = nodes.iter().filter_map(|n| Client::open(n.as_str()).ok()).collect();
+                let clients = nodes
+                    .iter()
+                    .filter_map(|n| Client::open(n.as_str()).ok())
+                    .collect();
                 (Conn::Cluster(conn), clients)
             }
         };
@@ -263,7 +275,9 @@ impl RedisTier {
             .set_connection_timeout(Some(self.opts.bulk_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        Ok(Conn::Single(ConnectionManager::new_lazy_with_config(client, cfg)?))
+        Ok(Conn::Single(ConnectionManager::new_lazy_with_config(
+            client, cfg,
+        )?))
     }
 
     pub(crate) fn pubsub_clients(&self) -> Vec<Client> {
@@ -282,7 +296,9 @@ impl RedisTier {
         if !have_conn || reresolve {
             return self.establish().await.is_ok();
         }
-        let Some(mut c) = self.conn() else { return false };
+        let Some(mut c) = self.conn() else {
+            return false;
+        };
         let t = self.opts.op_timeout.max(Duration::from_millis(200));
         matches!(
             tokio::time::timeout(t, query::<String>(&mut c, &redis::cmd("PING"))).await,
@@ -330,8 +346,11 @@ impl RedisTier {
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Raw>> {
         let mut p = redis::pipe();
         p.cmd("GET").arg(key).cmd("PTTL").arg(key);
-        let (v, pttl): (Option<Vec<u8>>, i64) =
-            self.run(self.opts.op_timeout, |mut c| async move { pipe_query(&mut c, &p).await }).await?;
+        let (v, pttl): (Option<Vec<u8>>, i64) = self
+            .run(self.opts.op_timeout, |mut c| async move {
+                pipe_query(&mut c, &p).await
+            })
+            .await?;
         Ok(v.map(|b| raw(b, pttl)))
     }
 
@@ -351,7 +370,9 @@ impl RedisTier {
             p.cmd("PTTL").arg(k);
         }
         let timeout = self.opts.op_timeout * 2;
-        let vals: Vec<Value> = self.run(timeout, |mut c| async move { pipe_query(&mut c, &p).await }).await?;
+        let vals: Vec<Value> = self
+            .run(timeout, |mut c| async move { pipe_query(&mut c, &p).await })
+            .await?;
         let mut it = vals.into_iter();
         let values: Vec<Option<Vec<u8>>> = it
             .next()
@@ -410,7 +431,10 @@ impl RedisTier {
             for c in cmds {
                 p.add_command(c).ignore();
             }
-            self.run(timeout, |mut c| async move { pipe_query::<()>(&mut c, &p).await }).await
+            self.run(timeout, |mut c| async move {
+                pipe_query::<()>(&mut c, &p).await
+            })
+            .await
         }
     }
 
@@ -422,18 +446,28 @@ impl RedisTier {
         let mut cmd = redis::cmd("UNLINK");
         cmd.arg(keys);
         let timeout = self.opts.op_timeout * (1 + keys.len() as u32 / 256);
-        self.run(timeout, |mut c| async move { query::<u64>(&mut c, &cmd).await }).await
+        self.run(
+            timeout,
+            |mut c| async move { query::<u64>(&mut c, &cmd).await },
+        )
+        .await
     }
 
     pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
         let cmd = redis::Cmd::exists(key);
-        self.run(self.opts.op_timeout, |mut c| async move { query::<bool>(&mut c, &cmd).await }).await
+        self.run(self.opts.op_timeout, |mut c| async move {
+            query::<bool>(&mut c, &cmd).await
+        })
+        .await
     }
 
     /// Members of a tag set.
     pub(crate) async fn smembers(&self, key: &str) -> Result<Vec<String>> {
         let cmd = redis::Cmd::smembers(key);
-        self.run(self.opts.bulk_timeout, |mut c| async move { query(&mut c, &cmd).await }).await
+        self.run(self.opts.bulk_timeout, |mut c| async move {
+            query(&mut c, &cmd).await
+        })
+        .await
     }
 
     /// All keys matching a glob, by SCAN (never KEYS), on every master of a cluster.
@@ -448,7 +482,11 @@ impl RedisTier {
             let mut cursor: u64 = 0;
             loop {
                 let mut cmd = redis::cmd("SCAN");
-                cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000);
                 let node = node.clone();
                 let (next, keys): (u64, Vec<String>) = self
                     .run(self.opts.bulk_timeout, |c| async move {
@@ -457,7 +495,10 @@ impl RedisTier {
                                 let v = cc
                                     .route_command(
                                         cmd,
-                                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port }),
+                                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                                            host,
+                                            port,
+                                        }),
                                     )
                                     .await?;
                                 FromRedisValue::from_redis_value(v).map_err(Into::into)
@@ -483,14 +524,22 @@ impl RedisTier {
         let cmd = redis::cmd("CLUSTER");
         let mut cmd = cmd;
         cmd.arg("SLOTS");
-        let v: Value = self.run(self.opts.bulk_timeout, |mut c| async move { query(&mut c, &cmd).await }).await?;
+        let v: Value = self
+            .run(self.opts.bulk_timeout, |mut c| async move {
+                query(&mut c, &cmd).await
+            })
+            .await?;
         let mut out = Vec::new();
         if let Value::Array(ranges) = v {
             for r in ranges {
                 if let Value::Array(parts) = r {
                     if let Some(Value::Array(master)) = parts.get(2) {
-                        let host = master.first().and_then(|h| String::from_redis_value(h.clone()).ok());
-                        let port = master.get(1).and_then(|p| i64::from_redis_value(p.clone()).ok());
+                        let host = master
+                            .first()
+                            .and_then(|h| String::from_redis_value(h.clone()).ok());
+                        let port = master
+                            .get(1)
+                            .and_then(|p| i64::from_redis_value(p.clone()).ok());
                         if let (Some(h), Some(p)) = (host, port) {
                             out.push((h, p as u16));
                         }
@@ -506,22 +555,28 @@ impl RedisTier {
     pub(crate) async fn publish(&self, channel: &str, payload: &[u8]) -> Result<()> {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(payload);
-        self.run(self.opts.op_timeout.max(Duration::from_millis(200)), |mut c| async move {
-            query::<i64>(&mut c, &cmd).await.map(|_| ())
-        })
+        self.run(
+            self.opts.op_timeout.max(Duration::from_millis(200)),
+            |mut c| async move { query::<i64>(&mut c, &cmd).await.map(|_| ()) },
+        )
         .await
     }
 
     /// Sends PING through the normal path (counts towards the circuit).
     pub(crate) async fn ping(&self) -> Result<()> {
         let cmd = redis::cmd("PING");
-        self.run(self.opts.op_timeout, |mut c| async move { query::<String>(&mut c, &cmd).await.map(|_| ()) })
-            .await
+        self.run(self.opts.op_timeout, |mut c| async move {
+            query::<String>(&mut c, &cmd).await.map(|_| ())
+        })
+        .await
     }
 }
 
 fn raw(bytes: Vec<u8>, pttl: i64) -> Raw {
-    Raw { bytes: Bytes::from(bytes), pttl_ms: (pttl >= 0).then_some(pttl as u64) }
+    Raw {
+        bytes: Bytes::from(bytes),
+        pttl_ms: (pttl >= 0).then_some(pttl as u64),
+    }
 }
 
 async fn query<T: FromRedisValue>(c: &mut Conn, cmd: &Cmd) -> redis::RedisResult<T> {

@@ -12,12 +12,14 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use crate::error::{CacheError, Result};
 
 type Flight = Shared<BoxFuture<'static, Result<Bytes>>>;
+/// (namespace id, key) → (flight id, flight).
+type FlightMap = HashMap<(u32, Box<str>), (u64, Flight)>;
 
 /// In-flight loads keyed by (namespace id, key).
 #[derive(Default)]
 pub(crate) struct Flights {
     // Held only to look up or insert, never across an await.
-    map: Mutex<HashMap<(u32, Box<str>), (u64, Flight)>>,
+    map: Mutex<FlightMap>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -34,7 +36,9 @@ impl Flights {
         if let Some((_, f)) = map.get(&(ns, Box::from(key))) {
             return (f.clone(), true);
         }
-        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let f = start(id).shared();
         map.insert((ns, key.into()), (id, f.clone()));
         (f, false)
@@ -43,7 +47,10 @@ impl Flights {
     /// Removes the flight `id` for `key` once it has finished.
     pub(crate) fn finish(&self, ns: u32, key: &str, id: u64) {
         let mut map = self.map.lock().expect("flights lock");
-        if map.get(&(ns, Box::from(key))).is_some_and(|(i, _)| *i == id) {
+        if map
+            .get(&(ns, Box::from(key)))
+            .is_some_and(|(i, _)| *i == id)
+        {
             map.remove(&(ns, Box::from(key)));
         }
     }
@@ -51,5 +58,7 @@ impl Flights {
 
 /// Maps a join error of the loader task.
 pub(crate) fn join_error(e: tokio::task::JoinError) -> CacheError {
-    CacheError::Loader(std::sync::Arc::new(std::io::Error::other(format!("loader task failed: {e}"))))
+    CacheError::Loader(std::sync::Arc::new(std::io::Error::other(format!(
+        "loader task failed: {e}"
+    ))))
 }

@@ -43,7 +43,9 @@ pub(crate) struct Counters<const F: usize> {
 impl<const F: usize> Default for Counters<F> {
     fn default() -> Self {
         Counters {
-            shards: (0..SHARDS).map(|_| Shard(std::array::from_fn(|_| AtomicU64::new(0)))).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Shard(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
         }
     }
 }

@@ -5,7 +5,9 @@ mod common;
 use strata_testkit::RedisServer;
 
 fn exists(r: &RedisServer, key: &str) -> bool {
-    r.command(&format!("EXISTS {key}")).unwrap().starts_with(":1")
+    r.command(&format!("EXISTS {key}"))
+        .unwrap()
+        .starts_with(":1")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +44,10 @@ async fn ttl_expiry_and_l1_never_outlives_l2() {
 async fn corrupt_entries_are_misses() {
     let r = RedisServer::start().unwrap();
     common::corrupt_entries_are_misses(&r.url(), |k, v| {
-        assert!(r.command(&format!("SET {k} {v}")).unwrap().starts_with("+OK"));
+        assert!(r
+            .command(&format!("SET {k} {v}"))
+            .unwrap()
+            .starts_with("+OK"));
     })
     .await;
 }

@@ -43,7 +43,11 @@ fn err(msg: impl Into<String>) -> TestkitError {
 /// Finds an executable on PATH or in the usual Debian locations.
 pub fn find_binary(name: &str) -> Result<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path).chain(["/usr/bin".into(), "/usr/local/bin".into(), "/usr/sbin".into()]);
+    let dirs = std::env::split_paths(&path).chain([
+        "/usr/bin".into(),
+        "/usr/local/bin".into(),
+        "/usr/sbin".into(),
+    ]);
     for d in dirs {
         let p = d.join(name);
         if p.is_file() {
@@ -64,7 +68,9 @@ fn free_port(also_free_offset: Option<u16>) -> u16 {
         match also_free_offset {
             None => return port,
             Some(off) => {
-                if port.checked_add(off).is_some() && TcpListener::bind(("127.0.0.1", port + off)).is_ok() {
+                if port.checked_add(off).is_some()
+                    && TcpListener::bind(("127.0.0.1", port + off)).is_ok()
+                {
                     return port;
                 }
             }
@@ -74,7 +80,8 @@ fn free_port(also_free_offset: Option<u16>) -> u16 {
 
 /// Sends one inline command over RESP and returns the raw reply.
 pub fn redis_command(port: u16, command: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))?;
+    let mut s =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))?;
     s.set_read_timeout(Some(Duration::from_millis(1000)))?;
     s.write_all(format!("{command}\r\n").as_bytes())?;
     let mut buf = vec![0u8; 64 * 1024];
@@ -121,7 +128,16 @@ impl RedisServer {
         let mut cmd = Command::new(bin);
         cmd.arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
@@ -130,11 +146,16 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let mut child = cmd.spawn().map_err(|e| err(format!("spawn redis-server: {e}")))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| err(format!("spawn redis-server: {e}")))?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(err(format!("redis-server exited with {status}: {}", tail(&log))));
+                return Err(err(format!(
+                    "redis-server exited with {status}: {}",
+                    tail(&log)
+                )));
             }
             if redis_command(self.port, "PING").is_ok_and(|r| r.starts_with("+PONG")) {
                 self.child = Some(child);
@@ -143,7 +164,11 @@ impl RedisServer {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(err(format!("redis-server on {} not answering: {}", self.port, tail(&log))));
+                return Err(err(format!(
+                    "redis-server on {} not answering: {}",
+                    self.port,
+                    tail(&log)
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -223,11 +248,21 @@ impl RedisCluster {
         for _ in 0..masters {
             // The cluster bus listens on port + 10000.
             nodes.push(RedisServer::start_with(
-                &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"],
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
                 Some(10000),
             )?);
         }
-        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
         let out = Command::new(cli)
             .arg("--cluster")
             .arg("create")
@@ -251,10 +286,10 @@ impl RedisCluster {
     fn wait_ok(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            let ok = self
-                .nodes
-                .iter()
-                .all(|n| n.command("CLUSTER INFO").is_ok_and(|r| r.contains("cluster_state:ok")));
+            let ok = self.nodes.iter().all(|n| {
+                n.command("CLUSTER INFO")
+                    .is_ok_and(|r| r.contains("cluster_state:ok"))
+            });
             if ok {
                 return Ok(());
             }
@@ -267,7 +302,11 @@ impl RedisCluster {
 
     /// `redis+cluster://127.0.0.1:p1,127.0.0.1:p2,…` (the URL format strata reads).
     pub fn url(&self) -> String {
-        let hosts: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
         format!("redis+cluster://{}", hosts.join(","))
     }
 
@@ -289,7 +328,10 @@ mod tests {
         assert!(r.command("PING").is_err());
         r.restart().unwrap();
         assert!(r.command("PING").unwrap().starts_with("+PONG"));
-        assert!(r.command("GET a").unwrap().starts_with("$-1"), "restart is empty");
+        assert!(
+            r.command("GET a").unwrap().starts_with("$-1"),
+            "restart is empty"
+        );
     }
 
     #[test]
