@@ -10,12 +10,12 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::cache::{Inner, WeakInner};
-use crate::invalidation::{Item, Message, MAX_MESSAGE};
+use crate::invalidation::{InvalidationMessage, MessageItem};
 
 /// Largest number of invalidations in one message.
 const MAX_BATCH: usize = 1000;
 
-pub(crate) async fn spawn(inner: &Arc<Inner>, rx: mpsc::UnboundedReceiver<Item>) {
+pub(crate) async fn spawn(inner: &Arc<Inner>, rx: mpsc::UnboundedReceiver<MessageItem>) {
     let weak = Arc::downgrade(inner);
     tokio::spawn(publisher(weak.clone(), rx));
     tokio::spawn(probe(weak.clone(), inner.shutdown.subscribe()));
@@ -30,7 +30,7 @@ pub(crate) async fn spawn(inner: &Arc<Inner>, rx: mpsc::UnboundedReceiver<Item>)
 
 /// Sends queued invalidations, everything queued at that moment in one message:
 /// batching comes from load itself, adding no delay when idle.
-async fn publisher(weak: WeakInner, mut rx: mpsc::UnboundedReceiver<Item>) {
+async fn publisher(weak: WeakInner, mut rx: mpsc::UnboundedReceiver<MessageItem>) {
     while let Some(first) = rx.recv().await {
         let mut items = vec![first];
         while items.len() < MAX_BATCH {
@@ -41,14 +41,12 @@ async fn publisher(weak: WeakInner, mut rx: mpsc::UnboundedReceiver<Item>) {
         }
         let Some(inner) = weak.upgrade() else { return };
         let Some(l2) = &inner.l2 else { return };
-        let msg = Message {
+        let payload = InvalidationMessage {
             v: 1,
             origin: inner.instance_id.clone(),
             items,
-        };
-        let Ok(payload) = serde_json::to_vec(&msg) else {
-            continue;
-        };
+        }
+        .to_bytes();
         match l2.publish(&l2.options().channel, &payload).await {
             Ok(()) => {
                 inner.messages_published.fetch_add(1, Ordering::Relaxed);
@@ -121,31 +119,10 @@ async fn subscriber(
     }
 }
 
-/// Applies a message from another instance. Garbage is logged and dropped.
-pub(crate) fn handle(inner: &Inner, payload: &[u8]) {
-    if payload.len() > MAX_MESSAGE {
-        tracing::warn!(
-            bytes = payload.len(),
-            "oversized invalidation message ignored"
-        );
-        return;
-    }
-    let msg: Message = match serde_json::from_slice(payload) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(error = %e, "malformed invalidation message ignored");
-            return;
-        }
-    };
-    if msg.origin == inner.instance_id {
-        return;
-    }
-    inner.messages_received.fetch_add(1, Ordering::Relaxed);
-    for item in msg.items {
-        // Never create namespaces from the wire: only drop what we hold.
-        if let Some(ns) = inner.ns_if_known(&item.inv.namespace) {
-            inner.invalidate_l1(&ns, &item.inv, &item.resolved);
-        }
+/// Applies a message from the channel. Garbage is logged and dropped.
+fn handle(inner: &Inner, payload: &[u8]) {
+    if let Err(e) = inner.apply_message(payload) {
+        tracing::warn!(error = %e, "invalidation message ignored");
     }
 }
 

@@ -12,7 +12,10 @@ use crate::clock::{deadline, deadline_after, mono_ms, recent_mono_ms, recent_uni
 use crate::crypto::Keyring;
 use crate::envelope::{Envelope, EnvelopeCodec, CODEC_RAW};
 use crate::error::{CacheError, Result};
-use crate::invalidation::{debounce_key, Condition, Invalidation, InvalidationEvent, Item, Target};
+use crate::invalidation::{
+    debounce_key, Condition, Invalidation, InvalidationEvent, InvalidationMessage, MessageItem,
+    Target,
+};
 use crate::key::{escape_glob, glob_match, validate_key, validate_namespace, RedisKeys};
 use crate::memory::{L1Entry, Lookup, MemoryTier, MAX_NAMESPACES};
 use crate::metrics::Durations;
@@ -59,6 +62,8 @@ pub struct SetOptions {
     pub ttl: Option<Duration>,
     /// Tags for later invalidation by tag.
     pub tags: Vec<String>,
+    /// Version of the value (for [`Invalidation::version_below`]); none counts as 0.
+    pub version: Option<u64>,
 }
 
 impl SetOptions {
@@ -66,8 +71,14 @@ impl SetOptions {
     pub fn ttl(ttl: Duration) -> Self {
         SetOptions {
             ttl: Some(ttl),
-            tags: Vec::new(),
+            ..SetOptions::default()
         }
+    }
+
+    /// Sets the value's version.
+    pub fn version(mut self, version: u64) -> Self {
+        self.version = Some(version);
+        self
     }
 
     /// Adds tags.
@@ -118,7 +129,7 @@ pub(crate) struct Inner {
     flights: Flights,
     pub(crate) durations: Durations,
     /// Sender to the invalidation publisher task.
-    publish_tx: Option<tokio::sync::mpsc::UnboundedSender<Item>>,
+    publish_tx: Option<tokio::sync::mpsc::UnboundedSender<MessageItem>>,
     pub(crate) messages_received: AtomicU64,
     pub(crate) messages_published: AtomicU64,
     /// Dropped with the last handle: tells background tasks to stop.
@@ -457,6 +468,14 @@ impl Cache {
         Ok(n)
     }
 
+    /// Applies an invalidation message in the channel's wire format
+    /// ([`InvalidationMessage`]) to this instance's memory tier, as if it had arrived
+    /// on the channel: for bridging invalidations from another transport. Messages
+    /// from this instance are ignored. Returns the number of L1 entries dropped.
+    pub fn receive_invalidation(&self, payload: &[u8]) -> Result<u64> {
+        self.inner.apply_message(payload)
+    }
+
     /// Drops this instance's L1 entries of a namespace (no Redis, no message).
     pub fn flush_local(&self, namespace: &str) -> Result<()> {
         let ns = self.inner.ns(namespace)?;
@@ -511,6 +530,23 @@ impl Cache {
 }
 
 impl Inner {
+    /// Applies a message from another instance to L1. Never creates namespaces from
+    /// the wire: only drops what this instance holds.
+    pub(crate) fn apply_message(&self, payload: &[u8]) -> Result<u64> {
+        let msg = InvalidationMessage::parse(payload)?;
+        if msg.origin == self.instance_id {
+            return Ok(0);
+        }
+        self.messages_received.fetch_add(1, Ordering::Relaxed);
+        let mut dropped = 0;
+        for item in &msg.items {
+            if let Some(ns) = self.ns_if_known(&item.invalidation.namespace) {
+                dropped += self.invalidate_l1(&ns, &item.invalidation, &item.resolved);
+            }
+        }
+        Ok(dropped)
+    }
+
     fn register(&self, name: &str, policy: Policy) -> Result<Arc<NsState>> {
         validate_namespace(name)?;
         let mut all = self.namespaces.write().expect("ns lock");
@@ -681,6 +717,7 @@ impl Inner {
                 epoch: ns.epoch(),
                 expires_at,
                 created_ms: env.created_ms,
+                version: env.version,
             },
         );
     }
@@ -794,6 +831,7 @@ impl Inner {
                     epoch: ns.epoch(),
                     expires_at: deadline_after(base_ms, Some(l1_ttl), l2.is_some()),
                     created_ms,
+                    version: opts.version.unwrap_or(0),
                 };
                 self.l1.insert(ns.id, k, entry);
                 ns.counters.l1(TierStat::Sets);
@@ -814,8 +852,8 @@ impl Inner {
                 [(k, _, _)] => Invalidation::key(&ns.name, *k),
                 _ => Invalidation::keys(&ns.name, entries.iter().map(|(k, _, _)| *k)),
             };
-            self.publish(Item {
-                inv,
+            self.publish(MessageItem {
+                invalidation: inv,
                 resolved: Vec::new(),
             });
         }
@@ -840,6 +878,7 @@ impl Inner {
                 codec: *codec,
                 created_ms,
                 ttl_ms: ttl.as_millis() as u64,
+                version: opts.version.unwrap_or(0),
                 payload: v.clone(),
             };
             let key = ns.keys.entry(k);
@@ -960,8 +999,8 @@ impl Inner {
         }
         dropped += self.invalidate_l1(ns, inv, &resolved);
         if origin {
-            self.publish(Item {
-                inv: inv.clone(),
+            self.publish(MessageItem {
+                invalidation: inv.clone(),
                 resolved,
             });
         }
@@ -976,9 +1015,10 @@ impl Inner {
         extra_keys: &[String],
     ) -> u64 {
         ns.bump();
-        let older = inv.condition.map(|Condition::OlderThan(t)| t);
-        let drop_key = |k: &str| match older {
-            Some(t) => self.l1.remove_if_older(ns.id, k, t),
+        let cond = inv.condition;
+        let matches = |e: &L1Entry| cond.is_none_or(|c| c.matches(e.created_ms, e.version));
+        let drop_key = |k: &str| match cond {
+            Some(_) => self.l1.remove_if(ns.id, k, matches),
             None => self.l1.remove(ns.id, k),
         };
         let mut n = 0u64;
@@ -986,14 +1026,14 @@ impl Inner {
             Target::Key { key } => n += drop_key(key) as u64,
             Target::Keys { keys } => n += keys.iter().filter(|k| drop_key(k)).count() as u64,
             Target::Prefix { prefix } => {
-                n += self.l1.remove_where(ns.id, |k, e| {
-                    k.starts_with(prefix.as_str()) && older.is_none_or(|t| e.created_ms < t)
-                })
+                n += self
+                    .l1
+                    .remove_where(ns.id, |k, e| k.starts_with(prefix.as_str()) && matches(e))
             }
             Target::Pattern { pattern } => {
-                n += self.l1.remove_where(ns.id, |k, e| {
-                    glob_match(pattern, k) && older.is_none_or(|t| e.created_ms < t)
-                })
+                n += self
+                    .l1
+                    .remove_where(ns.id, |k, e| glob_match(pattern, k) && matches(e))
             }
             Target::Tag { tag } => {
                 let members = ns
@@ -1009,10 +1049,8 @@ impl Inner {
                     .count() as u64;
             }
             Target::Namespace => {
-                if older.is_some() {
-                    n += self
-                        .l1
-                        .remove_where(ns.id, |_, e| older.is_none_or(|t| e.created_ms < t));
+                if cond.is_some() {
+                    n += self.l1.remove_where(ns.id, |_, e| matches(e));
                 } else {
                     n += self.l1.usage(ns.id).1;
                     self.flush_l1(ns);
@@ -1063,7 +1101,7 @@ impl Inner {
             }
         };
         let keys = match inv.condition {
-            Some(Condition::OlderThan(t)) => self.older_than(ns, l2, keys, t).await?,
+            Some(cond) => self.matching(ns, l2, keys, cond).await?,
             None => keys,
         };
         let mut n = 0;
@@ -1082,13 +1120,13 @@ impl Inner {
         Ok((n, resolved))
     }
 
-    /// Keeps the Redis keys whose entries were created before `t`.
-    async fn older_than(
+    /// Keeps the Redis keys whose entries meet `cond` (undecodable ones too: they go).
+    async fn matching(
         &self,
         ns: &NsState,
         l2: &RedisTier,
         keys: Vec<String>,
-        t: u64,
+        cond: Condition,
     ) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for chunk in keys.chunks(500) {
@@ -1096,7 +1134,7 @@ impl Inner {
             for (k, raw) in chunk.iter().zip(raws) {
                 if let Some(raw) = raw {
                     match ns.codec.decode(&raw.bytes, k.as_bytes()) {
-                        Ok(env) if env.created_ms >= t => {}
+                        Ok(env) if !cond.matches(env.created_ms, env.version) => {}
                         _ => out.push(k.clone()),
                     }
                 }
@@ -1105,7 +1143,7 @@ impl Inner {
         Ok(out)
     }
 
-    fn publish(&self, item: Item) {
+    fn publish(&self, item: MessageItem) {
         if let Some(tx) = &self.publish_tx {
             let _ = tx.send(item);
         }

@@ -1,13 +1,13 @@
 //! The envelope: how an entry is laid out in Redis.
 //!
 //! ```text
-//! 0      1        2      3      4       5            13        21
-//! +------+--------+------+------+-------+------------+---------+-------------------+
-//! | 0xA7 | ver=1  | flags| codec| key id| created ms | ttl ms  | body              |
-//! +------+--------+------+------+-------+------------+---------+-------------------+
+//! 0      1        2      3      4       5            13        21        29
+//! +------+--------+------+------+-------+------------+---------+---------+-------------+
+//! | 0xA7 | ver=1  | flags| codec| key id| created ms | ttl ms  | version | body        |
+//! +------+--------+------+------+-------+------------+---------+---------+-------------+
 //! flags: bits 0-1 compression (0 none, 1 zstd, 2 lz4), bit 2 encrypted
 //! body:  payload, compressed if flagged, then sealed (nonce || ciphertext) if encrypted;
-//!        the 21 header bytes and the Redis key are the AEAD's associated data, so an
+//!        the 29 header bytes and the Redis key are the AEAD's associated data, so an
 //!        entry cannot be replayed under another key or with an edited header.
 //! ```
 //!
@@ -23,7 +23,7 @@ use crate::error::{CacheError, Result};
 
 const MAGIC: u8 = 0xA7;
 const VERSION: u8 = 1;
-pub(crate) const HEADER_LEN: usize = 21;
+pub(crate) const HEADER_LEN: usize = 29;
 const FLAG_ENCRYPTED: u8 = 0b100;
 const COMPRESSION_MASK: u8 = 0b011;
 
@@ -62,6 +62,8 @@ pub struct Envelope {
     pub created_ms: u64,
     /// TTL the entry was written with, milliseconds (0: none).
     pub ttl_ms: u64,
+    /// Writer-supplied version (0: none), for conditional invalidation.
+    pub version: u64,
     /// The plain payload.
     pub payload: Bytes,
 }
@@ -107,6 +109,7 @@ impl EnvelopeCodec {
         header[3] = env.codec;
         header[5..13].copy_from_slice(&env.created_ms.to_le_bytes());
         header[13..21].copy_from_slice(&env.ttl_ms.to_le_bytes());
+        header[21..29].copy_from_slice(&env.version.to_le_bytes());
         if let Some(ring) = &self.keyring {
             flags |= FLAG_ENCRYPTED;
             header[2] = flags;
@@ -148,6 +151,7 @@ impl EnvelopeCodec {
         let codec = header[3];
         let created_ms = u64::from_le_bytes(header[5..13].try_into().expect("8 bytes"));
         let ttl_ms = u64::from_le_bytes(header[13..21].try_into().expect("8 bytes"));
+        let version = u64::from_le_bytes(header[21..29].try_into().expect("8 bytes"));
         let opened;
         let body = if flags & FLAG_ENCRYPTED != 0 {
             let ring = self.keyring.as_ref().ok_or_else(|| {
@@ -190,6 +194,7 @@ impl EnvelopeCodec {
             codec,
             created_ms,
             ttl_ms,
+            version,
             payload,
         })
     }
@@ -213,6 +218,7 @@ mod tests {
             codec: 1,
             created_ms: 1_700_000_000_000,
             ttl_ms: 60_000,
+            version: 9,
             payload: Bytes::copy_from_slice(payload),
         }
     }

@@ -1,7 +1,5 @@
 //! What can be invalidated, and the message other instances receive.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
 /// Which entries of a namespace to drop.
@@ -46,6 +44,21 @@ pub enum Condition {
     /// Entries created before this Unix time in milliseconds. Lets a writer say
     /// "anything cached before my write is stale" without touching newer entries.
     OlderThan(u64),
+    /// Entries written with a version below this one ([`crate::SetOptions::version`];
+    /// entries written without a version count as 0). Lets a writer that knows its
+    /// row's new version drop older copies without dropping a newer value a racing
+    /// writer has already cached.
+    VersionBelow(u64),
+}
+
+impl Condition {
+    /// Whether an entry with this creation time and version is to be dropped.
+    pub fn matches(self, created_ms: u64, version: u64) -> bool {
+        match self {
+            Condition::OlderThan(t) => created_ms < t,
+            Condition::VersionBelow(v) => version < v,
+        }
+    }
 }
 
 /// An invalidation request.
@@ -120,6 +133,11 @@ impl Invalidation {
         self.condition = Some(Condition::OlderThan(unix_ms));
         self
     }
+    /// Restricts to entries written with a version below `version`.
+    pub fn version_below(mut self, version: u64) -> Self {
+        self.condition = Some(Condition::VersionBelow(version));
+        self
+    }
 }
 
 /// Application events that know which entries they make stale.
@@ -148,24 +166,65 @@ pub trait InvalidationEvent {
 }
 
 /// One pub/sub message: every invalidation an instance made since its last message.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Message {
-    /// Format version.
-    pub(crate) v: u8,
+///
+/// This is the wire format on the `strata:invalidate` channel, stable across
+/// versions with the same `v`. Any program can publish one to make every strata
+/// instance drop entries from its memory tier:
+///
+/// ```
+/// use strata_cache::InvalidationMessage;
+/// let m = InvalidationMessage::parse(br#"{"v":1,"origin":"billing-job","items":[{"ns":"user","op":"key","key":"42"}]}"#).unwrap();
+/// assert_eq!(m.items[0].invalidation.namespace, "user");
+/// assert!(InvalidationMessage::parse(b"not json").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvalidationMessage {
+    /// Format version (1).
+    pub v: u8,
     /// Instance id of the sender; receivers skip their own messages.
-    pub(crate) origin: String,
-    /// The invalidations, with tag targets resolved to keys where the sender knew them.
-    pub(crate) items: Vec<Item>,
+    pub origin: String,
+    /// The invalidations.
+    pub items: Vec<MessageItem>,
 }
 
 /// An invalidation as sent to other instances.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Item {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageItem {
+    /// What to drop.
     #[serde(flatten)]
-    pub(crate) inv: Invalidation,
+    pub invalidation: Invalidation,
     /// Keys the sender found under a tag (receivers may not know the tag's members).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) resolved: Vec<String>,
+    pub resolved: Vec<String>,
+}
+
+impl InvalidationMessage {
+    /// Parses and checks a message: at most 16 MiB, version 1, valid namespace names.
+    pub fn parse(payload: &[u8]) -> crate::Result<Self> {
+        if payload.len() > MAX_MESSAGE {
+            return Err(crate::CacheError::Codec(format!(
+                "message of {} bytes is over 16 MiB",
+                payload.len()
+            )));
+        }
+        let m: InvalidationMessage = serde_json::from_slice(payload)
+            .map_err(|e| crate::CacheError::Codec(format!("bad message: {e}")))?;
+        if m.v != 1 {
+            return Err(crate::CacheError::Codec(format!(
+                "unknown message version {}",
+                m.v
+            )));
+        }
+        for i in &m.items {
+            crate::key::validate_namespace(&i.invalidation.namespace)?;
+        }
+        Ok(m)
+    }
+
+    /// Serializes the message.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a message always serializes")
+    }
 }
 
 /// Largest message accepted from the channel; anything bigger is garbage or hostile.
@@ -176,29 +235,26 @@ pub(crate) fn debounce_key(inv: &Invalidation) -> String {
     serde_json::to_string(inv).unwrap_or_default()
 }
 
-/// Default debounce window for delayed invalidation.
-pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn message_format_is_stable_json() {
-        let m = Message {
+        let m = InvalidationMessage {
             v: 1,
             origin: "a1".into(),
             items: vec![
-                Item {
-                    inv: Invalidation::key("user", "42"),
+                MessageItem {
+                    invalidation: Invalidation::key("user", "42"),
                     resolved: vec![],
                 },
-                Item {
-                    inv: Invalidation::tag("feed", "t").older_than(5),
+                MessageItem {
+                    invalidation: Invalidation::tag("feed", "t").older_than(5),
                     resolved: vec!["k".into()],
                 },
-                Item {
-                    inv: Invalidation::namespace("x"),
+                MessageItem {
+                    invalidation: Invalidation::namespace("x"),
                     resolved: vec![],
                 },
             ],
@@ -208,7 +264,7 @@ mod tests {
             s,
             r#"{"v":1,"origin":"a1","items":[{"ns":"user","op":"key","key":"42"},{"ns":"feed","op":"tag","tag":"t","condition":{"older_than":5},"resolved":["k"]},{"ns":"x","op":"namespace"}]}"#
         );
-        let back: Message = serde_json::from_str(&s).unwrap();
-        assert_eq!(back.items[1].inv, m.items[1].inv);
+        let back: InvalidationMessage = serde_json::from_str(&s).unwrap();
+        assert_eq!(back.items[1].invalidation, m.items[1].invalidation);
     }
 }

@@ -54,7 +54,9 @@ pub use codec::Format;
 pub use crypto::Keyring;
 pub use envelope::{Compression, Envelope, EnvelopeCodec, CODEC_RAW};
 pub use error::{CacheError, Result};
-pub use invalidation::{Condition, Invalidation, InvalidationEvent, Target, DEFAULT_DEBOUNCE};
+pub use invalidation::{
+    Condition, Invalidation, InvalidationEvent, InvalidationMessage, MessageItem, Target,
+};
 pub use key::CacheKey;
 pub use namespace::{Namespace, RawNamespace};
 pub use policy::{Placement, Policy};

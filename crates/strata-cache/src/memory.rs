@@ -69,6 +69,8 @@ pub(crate) struct L1Entry {
     pub(crate) expires_at: u64,
     /// Wall-clock ms the value was created (conditional invalidation).
     pub(crate) created_ms: u64,
+    /// Writer-supplied version (conditional invalidation).
+    pub(crate) version: u64,
 }
 
 #[derive(Clone, Default)]
@@ -167,11 +169,14 @@ impl MemoryTier {
         self.cache.remove(&L1KeyRef { ns, key }).is_some()
     }
 
-    /// Removes one entry if it was created before `before_ms` (wall clock).
-    pub(crate) fn remove_if_older(&self, ns: u32, key: &str, before_ms: u64) -> bool {
-        self.cache
-            .remove_if(&L1KeyRef { ns, key }, |v| v.created_ms < before_ms)
-            .is_some()
+    /// Removes one entry if `pred` says so.
+    pub(crate) fn remove_if(
+        &self,
+        ns: u32,
+        key: &str,
+        pred: impl FnOnce(&L1Entry) -> bool,
+    ) -> bool {
+        self.cache.remove_if(&L1KeyRef { ns, key }, pred).is_some()
     }
 
     /// Removes the namespace's entries that satisfy `pred`; returns how many.
@@ -238,6 +243,7 @@ mod tests {
             epoch,
             expires_at: mono_ms() + ttl_ms,
             created_ms: 10,
+            version: 0,
         }
     }
 

@@ -168,6 +168,7 @@ async fn invalidation_while_down_is_replayed() {
         let env = strata_cache::Envelope {
             codec: 0,
             created_ms: 1,
+            version: 0,
             ttl_ms: 60_000,
             payload: Bytes::from_static(b"v1"),
         };

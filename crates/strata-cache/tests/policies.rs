@@ -84,8 +84,8 @@ async fn every_format_round_trips_through_redis() {
             .unwrap();
         assert_eq!(got, Some((wallet(), Tier::L2)), "{ns}");
     }
-    // JSON is readable by other languages straight from Redis (after the 21-byte header).
-    let raw = r.command("GETRANGE strata:json:k:w1 21 -1").unwrap();
+    // JSON is readable by other languages straight from Redis (after the 29-byte header).
+    let raw = r.command("GETRANGE strata:json:k:w1 29 -1").unwrap();
     assert!(raw.contains(r#""owner":"ada""#), "{raw}");
 }
 
@@ -103,7 +103,7 @@ async fn compression_shrinks_what_redis_holds() {
             .parse()
             .unwrap();
         if ns == "json" {
-            assert_eq!(len, 8000 + 21);
+            assert_eq!(len, 8000 + 29);
         } else {
             assert!(len < 1000, "{ns}: {len} bytes");
         }
@@ -464,6 +464,83 @@ async fn typed_events_and_conditional_invalidation() {
         other.get_bytes("json", "new").await.unwrap().is_some(),
         "new entry dropped from redis"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_check_spares_newer_values() {
+    let r = RedisServer::start().unwrap();
+    let c = build(&r.url(), false).await;
+    let other = build(&r.url(), false).await;
+    c.set_bytes(
+        "json",
+        "row:1",
+        Bytes::from_static(b"v5"),
+        SetOptions::default().version(5),
+    )
+    .await
+    .unwrap();
+    c.set_bytes(
+        "json",
+        "row:2",
+        Bytes::from_static(b"v7"),
+        SetOptions::default().version(7),
+    )
+    .await
+    .unwrap();
+    c.set_bytes(
+        "json",
+        "row:3",
+        Bytes::from_static(b"none"),
+        SetOptions::default(),
+    )
+    .await
+    .unwrap();
+    // A writer that just committed version 6 of each row drops only older copies.
+    let dropped = c
+        .invalidate(Invalidation::prefix("json", "row:").version_below(6))
+        .await
+        .unwrap();
+    assert_eq!(dropped, 4, "row:1 and row:3, in both tiers");
+    assert_eq!(c.get_bytes("json", "row:1").await.unwrap(), None);
+    assert_eq!(c.get_bytes("json", "row:3").await.unwrap(), None);
+    assert_eq!(
+        c.get_bytes("json", "row:2").await.unwrap().unwrap().value,
+        Bytes::from_static(b"v7")
+    );
+    // The version travels through Redis: another instance applies the same rule to its L1.
+    assert_eq!(
+        other
+            .get_bytes("json", "row:2")
+            .await
+            .unwrap()
+            .unwrap()
+            .tier,
+        Tier::L2
+    );
+    let received = other.stats().invalidation_messages_received;
+    c.invalidate(Invalidation::key("json", "row:2").version_below(7))
+        .await
+        .unwrap();
+    let arrived = eventually(Duration::from_secs(5), || async {
+        other.stats().invalidation_messages_received > received
+    })
+    .await;
+    assert!(
+        arrived,
+        "the conditional invalidation never reached the other instance"
+    );
+    assert!(
+        other.get_bytes("json", "row:2").await.unwrap().is_some(),
+        "version 7 is not below 7"
+    );
+    c.invalidate(Invalidation::key("json", "row:2").version_below(8))
+        .await
+        .unwrap();
+    let gone = eventually(Duration::from_secs(5), || async {
+        other.get_bytes("json", "row:2").await.unwrap().is_none()
+    })
+    .await;
+    assert!(gone);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,7 +59,7 @@ proptest! {
     #[test]
     fn envelopes_round_trip(c in codec(), payload in prop::collection::vec(any::<u8>(), 0..4096), codec_id in 0..4u8,
                             created in any::<u64>(), ttl in any::<u64>(), key in ".{1,40}") {
-        let env = Envelope { codec: codec_id, created_ms: created, ttl_ms: ttl, payload: Bytes::from(payload) };
+        let env = Envelope { codec: codec_id, created_ms: created, ttl_ms: ttl, version: created ^ ttl, payload: Bytes::from(payload) };
         let raw = c.encode(&env, key.as_bytes()).unwrap();
         prop_assert_eq!(c.decode(&raw, key.as_bytes()).unwrap(), env);
     }
@@ -71,7 +71,7 @@ proptest! {
 
     #[test]
     fn flipped_bytes_never_panic(c in codec(), payload in prop::collection::vec(any::<u8>(), 0..512), flip in any::<prop::sample::Index>(), bit in 0..8u8) {
-        let env = Envelope { codec: 1, created_ms: 1, ttl_ms: 2, payload: Bytes::from(payload) };
+        let env = Envelope { codec: 1, created_ms: 1, ttl_ms: 2, version: 3, payload: Bytes::from(payload) };
         let mut raw = c.encode(&env, b"k").unwrap();
         let i = flip.index(raw.len());
         raw[i] ^= 1 << bit;

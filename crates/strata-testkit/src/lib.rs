@@ -94,6 +94,9 @@ pub struct RedisServer {
     port: u16,
     dir: TempDir,
     extra: Vec<String>,
+    /// Config file contents written before each start and passed first (Sentinel
+    /// rewrites its config file, so it needs one).
+    config: Option<String>,
     child: Option<Child>,
 }
 
@@ -104,14 +107,30 @@ impl RedisServer {
     }
 
     fn start_with(extra: &[&str], port_offset: Option<u16>) -> Result<Self> {
+        Self::start_full(extra, port_offset, None)
+    }
+
+    /// Starts a replica of `master`.
+    pub fn start_replica_of(master: &RedisServer) -> Result<Self> {
+        let m = master.port().to_string();
+        Self::start_with(&["--replicaof", "127.0.0.1", &m], None)
+    }
+
+    fn start_full(
+        extra: &[&str],
+        port_offset: Option<u16>,
+        config: Option<&dyn Fn(u16) -> String>,
+    ) -> Result<Self> {
         find_binary("redis-server")?;
         let mut last = String::new();
         // Another test may grab the port between our probe and the bind: retry.
         for _ in 0..5 {
+            let port = free_port(port_offset);
             let mut s = RedisServer {
-                port: free_port(port_offset),
+                port,
                 dir: tempfile::tempdir().map_err(|e| err(format!("tempdir: {e}")))?,
                 extra: extra.iter().map(|s| s.to_string()).collect(),
+                config: config.map(|c| c(port)),
                 child: None,
             };
             match s.spawn() {
@@ -126,6 +145,11 @@ impl RedisServer {
         let bin = find_binary("redis-server")?;
         let log = self.dir.path().join("redis.log");
         let mut cmd = Command::new(bin);
+        if let Some(conf) = &self.config {
+            let path = self.dir.path().join("redis.conf");
+            std::fs::write(&path, conf).map_err(|e| err(format!("write config: {e}")))?;
+            cmd.arg(path);
+        }
         cmd.arg("--port")
             .arg(self.port.to_string())
             .args([
@@ -232,6 +256,80 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(5)..].join(" | ")
 }
 
+/// A master, one replica, and one Sentinel monitoring them as `mymaster`, with short
+/// timeouts (down after 1 s) so failover tests finish in seconds.
+pub struct RedisSentinel {
+    /// The initial master.
+    pub master: RedisServer,
+    /// Its replica, promoted by the sentinel when the master dies.
+    pub replica: RedisServer,
+    /// The sentinel.
+    pub sentinel: RedisServer,
+}
+
+impl RedisSentinel {
+    /// Starts master, replica and sentinel, and waits until the sentinel knows both.
+    pub fn start() -> Result<Self> {
+        let master = RedisServer::start()?;
+        let replica = RedisServer::start_replica_of(&master)?;
+        let mport = master.port();
+        let conf = move |port: u16| {
+            format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {mport} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 3000\n\
+                 sentinel parallel-syncs mymaster 1\n"
+            )
+        };
+        let sentinel = RedisServer::start_full(&["--sentinel"], None, Some(&conf))?;
+        let s = RedisSentinel {
+            master,
+            replica,
+            sentinel,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = s
+                .sentinel
+                .command("SENTINEL replicas mymaster")
+                .unwrap_or_default();
+            if r.contains(&s.replica.port().to_string())
+                && s.replica
+                    .command("INFO replication")
+                    .is_ok_and(|i| i.contains("master_link_status:up"))
+            {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                return Err(err(format!("sentinel never saw the replica: {r}")));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis+sentinel://127.0.0.1:<port>/mymaster` (the URL format strata reads).
+    pub fn url(&self) -> String {
+        format!(
+            "redis+sentinel://127.0.0.1:{}/mymaster",
+            self.sentinel.port()
+        )
+    }
+
+    /// The port of the master the sentinel currently names.
+    pub fn current_master_port(&self) -> Option<u16> {
+        let r = self
+            .sentinel
+            .command("SENTINEL get-master-addr-by-name mymaster")
+            .ok()?;
+        // *2 $9 127.0.0.1 $5 6379
+        r.lines()
+            .filter(|l| !l.starts_with(['*', '$']))
+            .nth(1)?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
 /// A Redis Cluster of masters without replicas, made with `redis-cli --cluster create`.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
@@ -332,6 +430,13 @@ mod tests {
             r.command("GET a").unwrap().starts_with("$-1"),
             "restart is empty"
         );
+    }
+
+    #[test]
+    fn sentinel_knows_master_and_replica() {
+        let s = RedisSentinel::start().expect("sentinel");
+        assert_eq!(s.current_master_port(), Some(s.master.port()));
+        assert!(s.url().ends_with("/mymaster"));
     }
 
     #[test]

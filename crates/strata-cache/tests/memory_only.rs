@@ -1,0 +1,127 @@
+//! A cache with no Redis, and invalidation messages arriving from elsewhere.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_cache::{
+    Cache, CacheError, Invalidation, InvalidationMessage, MessageItem, Policy, SetOptions, Tier,
+};
+
+async fn cache() -> Cache {
+    Cache::builder()
+        .max_memory(1 << 20)
+        .namespace("user", Policy::new(Duration::from_secs(60)))
+        .build()
+        .await
+        .unwrap()
+}
+
+fn message(origin: &str, items: Vec<Invalidation>) -> Vec<u8> {
+    InvalidationMessage {
+        v: 1,
+        origin: origin.into(),
+        items: items
+            .into_iter()
+            .map(|invalidation| MessageItem {
+                invalidation,
+                resolved: vec![],
+            })
+            .collect(),
+    }
+    .to_bytes()
+}
+
+#[tokio::test]
+async fn works_without_redis() {
+    let c = cache().await;
+    assert_eq!(c.l2_up(), None);
+    c.set_bytes("user", "a", Bytes::from_static(b"1"), SetOptions::default())
+        .await
+        .unwrap();
+    let hit = c.get_bytes("user", "a").await.unwrap().unwrap();
+    assert_eq!((hit.value, hit.tier), (Bytes::from_static(b"1"), Tier::L1));
+    let v = c
+        .get_or_load_bytes("user", "b", || async {
+            Ok::<_, std::io::Error>(Bytes::from_static(b"2"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, Bytes::from_static(b"2"));
+    assert!(c.exists("user", "b").await.unwrap());
+    let ttl = c.ttl("user", "b").await.unwrap().unwrap();
+    assert!(
+        ttl > Duration::from_secs(55) && ttl <= Duration::from_secs(60),
+        "{ttl:?}"
+    );
+    let s = c.stats();
+    let ns = s.namespace("user").unwrap();
+    assert_eq!((ns.l1.hits, ns.loads, ns.l1_entries), (1, 1, 2));
+    assert!(ns.l1_bytes > 0);
+    assert!(c.ping_l2().await.is_err());
+}
+
+#[tokio::test]
+async fn memory_bound_holds() {
+    let c = Cache::builder()
+        .max_memory(256 * 1024)
+        .build()
+        .await
+        .unwrap();
+    let ns = c.raw("big").unwrap();
+    for i in 0..10_000 {
+        ns.set(
+            &format!("k{i}"),
+            Bytes::from(vec![0u8; 1000]),
+            SetOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let s = c.stats();
+    assert!(s.l1_bytes <= 256 * 1024, "{} bytes held", s.l1_bytes);
+    assert!(s.namespace("big").unwrap().l1.evictions > 9000);
+}
+
+#[tokio::test]
+async fn messages_from_other_instances_drop_entries() {
+    let c = cache().await;
+    for k in ["1", "2", "p:1"] {
+        c.set_bytes("user", k, Bytes::from_static(b"v"), SetOptions::default())
+            .await
+            .unwrap();
+    }
+    let dropped = c
+        .receive_invalidation(&message(
+            "other",
+            vec![
+                Invalidation::key("user", "1"),
+                Invalidation::prefix("user", "p:"),
+            ],
+        ))
+        .unwrap();
+    assert_eq!(dropped, 2);
+    assert_eq!(c.get_bytes("user", "1").await.unwrap(), None);
+    assert!(c.get_bytes("user", "2").await.unwrap().is_some());
+    // Our own messages are ignored.
+    let own = message(c.instance_id(), vec![Invalidation::key("user", "2")]);
+    assert_eq!(c.receive_invalidation(&own).unwrap(), 0);
+    assert!(c.get_bytes("user", "2").await.unwrap().is_some());
+    // Unknown namespaces are not created from the wire.
+    c.receive_invalidation(&message("other", vec![Invalidation::namespace("ghost")]))
+        .unwrap();
+    assert!(!c.namespaces().contains(&"ghost".to_string()));
+    // Garbage is a clear error and changes nothing.
+    for bad in [
+        &b"not json"[..],
+        br#"{"v":2,"origin":"x","items":[]}"#,
+        br#"{"v":1,"origin":"x","items":[{"ns":"bad ns","op":"namespace"}]}"#,
+    ] {
+        assert!(matches!(
+            c.receive_invalidation(bad),
+            Err(CacheError::Codec(_) | CacheError::InvalidNamespace(_))
+        ));
+    }
+    assert!(c.get_bytes("user", "2").await.unwrap().is_some());
+    // Two valid messages came from another instance (the ghost one dropped nothing).
+    assert_eq!(c.stats().invalidation_messages_received, 2);
+}
