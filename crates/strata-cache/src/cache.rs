@@ -382,11 +382,14 @@ impl Cache {
             .inner
             .invalidate_ns(&ns, &Invalidation::key(&ns.name, key), true)
             .await?;
-        ns.counters.l1.add(TierStat::Deletes as usize, 1);
+        ns.counters.l1(TierStat::Deletes);
+        if self.inner.l2_for(&ns).is_some() {
+            ns.counters.l2(TierStat::Deletes);
+        }
         Ok(n > 0)
     }
 
-    /// Whether a key is present in either tier (without touching L1's recency).
+    /// Whether a key is present in either tier.
     pub async fn exists(&self, namespace: &str, key: &str) -> Result<bool> {
         let ns = self.inner.ns(namespace)?;
         validate_key(&ns.name, key, ns.policy.max_key_len)?;
@@ -650,7 +653,7 @@ impl Inner {
         let started = Instant::now();
         let sent_ms = mono_ms();
         let res = l2.get(&rkey).await;
-        self.durations.observe("get", Tier::L2, started);
+        self.durations.observe("get", started);
         match res {
             Ok(Some(raw)) => match ns.codec.decode(&raw.bytes, rkey.as_bytes()) {
                 Ok(env) => {
@@ -760,7 +763,7 @@ impl Inner {
         let started = Instant::now();
         let sent_ms = mono_ms();
         let res = l2.mget(&rkeys).await;
-        self.durations.observe("mget", Tier::L2, started);
+        self.durations.observe("mget", started);
         let Ok(raws) = res else {
             ns.counters.l2_n(TierStat::Errors, 1);
             return Ok(out);
@@ -892,7 +895,7 @@ impl Inner {
         }
         let started = Instant::now();
         let res = l2.set_many(&writes).await;
-        self.durations.observe("set", Tier::L2, started);
+        self.durations.observe("set", started);
         match res {
             Ok(()) => {
                 ns.counters.l2_n(TierStat::Sets, writes.len() as u64);
@@ -1108,7 +1111,7 @@ impl Inner {
         for chunk in keys.chunks(500) {
             n += l2.unlink(chunk).await?;
         }
-        self.durations.observe("invalidate", Tier::L2, started);
+        self.durations.observe("invalidate", started);
         ns.counters.l2_n(TierStat::Invalidations, n);
         let resolved = if matches!(inv.target, Target::Tag { .. }) {
             keys.iter()

@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::cache::{Cache, Inner, Tier};
+use crate::cache::{Cache, Inner};
 
 /// One exported per-namespace number: (name, help, how to read it from a snapshot).
 type NsMetric = (
@@ -43,7 +43,7 @@ impl Default for Durations {
 }
 
 impl Durations {
-    pub(crate) fn observe(&self, op: &'static str, _tier: Tier, started: Instant) {
+    pub(crate) fn observe(&self, op: &'static str, started: Instant) {
         if let Some(i) = OPS.iter().position(|o| *o == op) {
             self.hist[i].observe(started.elapsed().as_secs_f64());
         }

@@ -521,8 +521,7 @@ impl RedisTier {
 
     /// Addresses of the cluster's masters (CLUSTER SLOTS).
     async fn masters(&self) -> Result<Vec<(String, u16)>> {
-        let cmd = redis::cmd("CLUSTER");
-        let mut cmd = cmd;
+        let mut cmd = redis::cmd("CLUSTER");
         cmd.arg("SLOTS");
         let v: Value = self
             .run(self.opts.bulk_timeout, |mut c| async move {

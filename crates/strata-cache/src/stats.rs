@@ -121,7 +121,7 @@ pub struct TierStats {
     pub sets: u64,
     /// Entries deleted by explicit calls.
     pub deletes: u64,
-    /// Entries found expired on read (L1) .
+    /// Entries found expired on read (L1).
     pub expirations: u64,
     /// Entries dropped by invalidation (own or another instance's).
     pub invalidations: u64,

@@ -84,6 +84,20 @@ async fn every_format_round_trips_through_redis() {
             .unwrap();
         assert_eq!(got, Some((wallet(), Tier::L2)), "{ns}");
     }
+    // Typed batches.
+    let json = a.namespace::<str, Wallet>("json").unwrap();
+    let mut w2 = wallet();
+    w2.cents = 99;
+    json.mset(&[("m1", &wallet()), ("m2", &w2)], SetOptions::default())
+        .await
+        .unwrap();
+    let got = b2
+        .namespace::<str, Wallet>("json")
+        .unwrap()
+        .mget(&["m1", "m2", "m3"])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![Some(wallet()), Some(w2), None]);
     // JSON is readable by other languages straight from Redis (after the 29-byte header).
     let raw = r.command("GETRANGE strata:json:k:w1 29 -1").unwrap();
     assert!(raw.contains(r#""owner":"ada""#), "{raw}");

@@ -224,9 +224,8 @@ impl RedisServer {
             match self.spawn() {
                 Ok(()) => return Ok(()),
                 // The old socket may linger for a moment.
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(100));
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
                 }
                 Err(e) => return Err(e),
             }
