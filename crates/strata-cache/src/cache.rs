@@ -627,6 +627,20 @@ impl Inner {
 
     /// The read path: L1, then L2 (filling L1), never the loader.
     pub(crate) async fn get(&self, ns: &NsState, key: &str) -> Result<Option<Hit>> {
+        if let Some(hit) = self.get_l1(ns, key)? {
+            return Ok(Some(hit));
+        }
+        match self.l2_for(ns) {
+            // Boxed: an L1 hit must not build (and move) the Redis future; unboxed, it
+            // made this future ~950 bytes and cost ~60 ns per hit.
+            Some(l2) => Box::pin(self.get_l2(ns, l2, key)).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The synchronous half of a read: validation and L1.
+    #[inline]
+    fn get_l1(&self, ns: &NsState, key: &str) -> Result<Option<Hit>> {
         validate_key(&ns.name, key, ns.policy.max_key_len)?;
         if ns.policy.uses_l1() {
             match self.l1.get(ns.id, key, ns.epoch()) {
@@ -645,9 +659,10 @@ impl Inner {
                 Lookup::Miss => ns.counters.l1(TierStat::Misses),
             }
         }
-        let Some(l2) = self.l2_for(ns) else {
-            return Ok(None);
-        };
+        Ok(None)
+    }
+
+    async fn get_l2(&self, ns: &NsState, l2: &RedisTier, key: &str) -> Result<Option<Hit>> {
         let seq = ns.seq.load(Ordering::Acquire);
         let rkey = ns.keys.entry(key);
         let started = Instant::now();
