@@ -741,31 +741,18 @@ impl Inner {
     }
 
     pub(crate) async fn mget(&self, ns: &NsState, keys: &[String]) -> Result<Vec<Option<Hit>>> {
+        // Validate everything before touching anything: a bad key fails the whole call.
         for k in keys {
             validate_key(&ns.name, k, ns.policy.max_key_len)?;
         }
-        let mut out: Vec<Option<Hit>> = vec![None; keys.len()];
+        let mut out: Vec<Option<Hit>> = Vec::with_capacity(keys.len());
         let mut missing = Vec::new();
         for (i, k) in keys.iter().enumerate() {
-            if ns.policy.uses_l1() {
-                match self.l1.get(ns.id, k, ns.epoch()) {
-                    Lookup::Hit(e) => {
-                        ns.counters.l1(TierStat::Hits);
-                        out[i] = Some(Hit {
-                            value: e.value,
-                            codec: e.codec,
-                            tier: Tier::L1,
-                        });
-                        continue;
-                    }
-                    Lookup::Expired => {
-                        ns.counters.l1(TierStat::Expirations);
-                        ns.counters.l1(TierStat::Misses);
-                    }
-                    Lookup::Miss => ns.counters.l1(TierStat::Misses),
-                }
+            let hit = self.get_l1(ns, k)?;
+            if hit.is_none() {
+                missing.push(i);
             }
-            missing.push(i);
+            out.push(hit);
         }
         let Some(l2) = self.l2_for(ns) else {
             return Ok(out);
