@@ -29,33 +29,82 @@ pub(crate) async fn spawn(inner: &Arc<Inner>, rx: mpsc::UnboundedReceiver<Messag
 }
 
 /// Sends queued invalidations, everything queued at that moment in one message:
-/// batching comes from load itself, adding no delay when idle.
+/// batching comes from load itself, adding no delay when idle. A message that fails
+/// to go out is kept and retried with backoff: peers whose subscription stayed up would
+/// otherwise keep stale L1 copies. The backlog is bounded by collapsing it.
 async fn publisher(weak: WeakInner, mut rx: mpsc::UnboundedReceiver<MessageItem>) {
-    while let Some(first) = rx.recv().await {
-        let mut items = vec![first];
-        while items.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(i) => items.push(i),
-                Err(_) => break,
+    let mut backlog: Vec<MessageItem> = Vec::new();
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        if backlog.is_empty() {
+            match rx.recv().await {
+                Some(first) => backlog.push(first),
+                None => return,
             }
+        }
+        while let Ok(i) = rx.try_recv() {
+            backlog.push(i);
+        }
+        if backlog.len() > MAX_BACKLOG {
+            backlog = collapse(backlog);
         }
         let Some(inner) = weak.upgrade() else { return };
         let Some(l2) = &inner.l2 else { return };
-        let payload = InvalidationMessage {
-            v: 1,
-            origin: inner.instance_id.clone(),
-            items,
-        }
-        .to_bytes();
-        match l2.publish(&l2.options().channel, &payload).await {
-            Ok(()) => {
-                inner.messages_published.fetch_add(1, Ordering::Relaxed);
+        let mut failed = false;
+        while !backlog.is_empty() {
+            let n = backlog.len().min(MAX_BATCH);
+            let items: Vec<MessageItem> = backlog[..n].to_vec();
+            let payload = InvalidationMessage {
+                v: 1,
+                origin: inner.instance_id.clone(),
+                items,
             }
-            // Peers that missed it lost their subscription too (Redis is shared), and
-            // they flush their coherent namespaces when they resubscribe.
-            Err(e) => tracing::debug!(error = %e, "invalidation message not published"),
+            .to_bytes();
+            match l2.publish(&l2.options().channel, &payload).await {
+                Ok(()) => {
+                    inner.messages_published.fetch_add(1, Ordering::Relaxed);
+                    backlog.drain(..n);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, pending = backlog.len(), "invalidation message not published; will retry");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        drop(inner);
+        if failed {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        } else {
+            backoff = Duration::from_millis(20);
         }
     }
+}
+
+/// Most invalidations kept for retry before the backlog is collapsed.
+const MAX_BACKLOG: usize = 10_000;
+
+/// Replaces a backlog by one whole-namespace invalidation per namespace in it: a
+/// superset of what it asked for, in bounded size.
+fn collapse(backlog: Vec<MessageItem>) -> Vec<MessageItem> {
+    let mut names: Vec<String> = backlog
+        .into_iter()
+        .map(|i| i.invalidation.namespace)
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    tracing::warn!(
+        namespaces = names.len(),
+        "invalidation backlog collapsed to whole namespaces"
+    );
+    names
+        .into_iter()
+        .map(|ns| MessageItem {
+            invalidation: crate::Invalidation::namespace(&ns),
+            resolved: Vec::new(),
+        })
+        .collect()
 }
 
 /// Keeps a subscription to the invalidation channel, flushing coherent namespaces

@@ -23,6 +23,7 @@ use crate::policy::Policy;
 use crate::redis_tier::{RedisOptions, RedisTarget, RedisTier, Write};
 use crate::singleflight::{join_error, Flights};
 use crate::stats::{CacheStats, LoadStat, NamespaceCounters, NamespaceStats, TierStat};
+use crate::tag_index::{TagIndex, TagMembers};
 
 /// Which tier answered a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -102,7 +103,7 @@ pub(crate) struct NsState {
     seq: AtomicU64,
     pub(crate) counters: NamespaceCounters,
     /// Local tag index of L1 entries written here with tags.
-    tags: Mutex<HashMap<String, HashSet<String>>>,
+    tags: TagIndex,
     /// Remembered loader errors (negative caching): key → (monotonic deadline ms, error).
     negative: Mutex<HashMap<String, (u64, CacheError)>>,
 }
@@ -588,7 +589,7 @@ impl Inner {
             epoch: AtomicU32::new(0),
             seq: AtomicU64::new(0),
             counters: NamespaceCounters::default(),
-            tags: Mutex::new(HashMap::new()),
+            tags: TagIndex::default(),
             negative: Mutex::new(HashMap::new()),
         });
         all.by_name.insert(name.to_owned(), ns.clone());
@@ -845,12 +846,7 @@ impl Inner {
             }
         }
         if !opts.tags.is_empty() && ns.policy.uses_l1() {
-            let mut idx = ns.tags.lock().expect("tags lock");
-            for t in &opts.tags {
-                idx.entry(t.clone())
-                    .or_default()
-                    .extend(entries.iter().map(|(k, _, _)| k.to_string()));
-            }
+            ns.tags.add(&opts.tags, entries.iter().map(|(k, _, _)| *k));
         }
         if publish {
             let inv = match entries {
@@ -1040,19 +1036,23 @@ impl Inner {
                     .l1
                     .remove_where(ns.id, |k, e| glob_match(pattern, k) && matches(e))
             }
-            Target::Tag { tag } => {
-                let members = ns
-                    .tags
-                    .lock()
-                    .expect("tags lock")
-                    .remove(tag)
-                    .unwrap_or_default();
-                n += members.iter().filter(|k| drop_key(k)).count() as u64;
-                n += extra_keys
-                    .iter()
-                    .filter(|k| !members.contains(*k) && drop_key(k))
-                    .count() as u64;
-            }
+            Target::Tag { tag } => match ns.tags.take(tag) {
+                TagMembers::Known(members) => {
+                    n += members.iter().filter(|k| drop_key(k)).count() as u64;
+                    n += extra_keys
+                        .iter()
+                        .filter(|k| !members.contains(*k) && drop_key(k))
+                        .count() as u64;
+                }
+                // The index overflowed: any entry may carry the tag.
+                TagMembers::Unknown => {
+                    n += self.l1.remove_where(ns.id, |_, e| matches(e));
+                    // Only if nothing survived can the index start afresh.
+                    if cond.is_none() {
+                        ns.tags.clear();
+                    }
+                }
+            },
             Target::Namespace => {
                 if cond.is_some() {
                     n += self.l1.remove_where(ns.id, |_, e| matches(e));
@@ -1071,7 +1071,7 @@ impl Inner {
     pub(crate) fn flush_l1(&self, ns: &NsState) {
         ns.epoch.fetch_add(1, Ordering::AcqRel);
         ns.bump();
-        ns.tags.lock().expect("tags lock").clear();
+        ns.tags.clear();
         self.l1.purge_stale(ns.id, ns.epoch());
     }
 

@@ -48,6 +48,7 @@ mod policy;
 mod redis_tier;
 mod singleflight;
 mod stats;
+mod tag_index;
 
 pub use cache::{Cache, CacheBuilder, Hit, SetOptions, Tier};
 pub use codec::Format;

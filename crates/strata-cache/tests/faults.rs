@@ -285,3 +285,65 @@ async fn subscription_drop_flushes_coherent_l1() {
     .await;
     assert!(seen);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_publish_is_retried() {
+    use strata_cache::{Cache, Invalidation, Policy};
+
+    let redis = RedisServer::start().unwrap();
+    // A's circuit never opens here, so nothing but the publisher's retry can deliver
+    // the message (recovery replay would otherwise re-publish it).
+    let mut o = common::opts(&redis.url());
+    o.failure_threshold = 1_000_000;
+    let a = Cache::builder()
+        .redis(o)
+        .namespace("user", Policy::new(Duration::from_secs(60)))
+        .build()
+        .await
+        .unwrap();
+    let b = cache(&redis.url()).await;
+    a.set_bytes(
+        "user",
+        "k",
+        Bytes::from_static(b"v1"),
+        SetOptions::default(),
+    )
+    .await
+    .unwrap();
+    let cached = eventually(Duration::from_secs(5), || async {
+        b.get_bytes("user", "k")
+            .await
+            .unwrap()
+            .is_some_and(|h| h.tier == Tier::L1)
+    })
+    .await;
+    assert!(cached);
+    // Redis refuses PUBLISH (NOPERM: never executed, unlike a command that merely
+    // timed out, which Redis still runs later); everything else keeps working.
+    assert!(redis
+        .command("ACL SETUSER default -publish")
+        .unwrap()
+        .starts_with("+OK"));
+    a.invalidate(Invalidation::key("user", "k")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let still = b.get_bytes("user", "k").await.unwrap();
+    assert!(
+        still.is_some_and(|h| h.tier == Tier::L1),
+        "the message got through while PUBLISH was refused"
+    );
+    assert!(redis
+        .command("ACL SETUSER default +publish")
+        .unwrap()
+        .starts_with("+OK"));
+    let dropped = eventually(Duration::from_secs(10), || async {
+        !b.get_bytes("user", "k")
+            .await
+            .unwrap()
+            .is_some_and(|h| h.tier == Tier::L1)
+    })
+    .await;
+    assert!(
+        dropped,
+        "b kept its L1 copy: the failed publish was not retried"
+    );
+}

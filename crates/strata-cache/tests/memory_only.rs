@@ -125,3 +125,57 @@ async fn messages_from_other_instances_drop_entries() {
     // Two valid messages came from another instance (the ghost one dropped nothing).
     assert_eq!(c.stats().invalidation_messages_received, 2);
 }
+
+#[tokio::test]
+async fn tag_invalidation_stays_correct_past_the_tag_index_bound() {
+    let c = Cache::builder()
+        .max_memory(256 << 20)
+        .namespace(
+            "local",
+            Policy::default().placement(strata_cache::Placement::L1Only),
+        )
+        .build()
+        .await
+        .unwrap();
+    let ns = c.raw("local").unwrap();
+    // More tagged entries than the local index keeps (100,000 pairs).
+    let keys: Vec<String> = (0..100_001).map(|i| format!("k{i}")).collect();
+    for chunk in keys.chunks(10_000) {
+        let entries = chunk
+            .iter()
+            .map(|k| (k.clone(), Bytes::from_static(b"v")))
+            .collect();
+        c.mset_bytes("local", entries, SetOptions::default().tags(["big"]))
+            .await
+            .unwrap();
+    }
+    ns.set(
+        "x",
+        Bytes::from_static(b"v"),
+        SetOptions::default().tags(["small"]),
+    )
+    .await
+    .unwrap();
+    // The index overflowed before "x" was written, yet invalidating its tag drops it.
+    c.invalidate(Invalidation::tag("local", "small"))
+        .await
+        .unwrap();
+    assert_eq!(ns.get("x").await.unwrap(), None);
+    // After that flush the index works precisely again.
+    ns.set(
+        "y",
+        Bytes::from_static(b"v"),
+        SetOptions::default().tags(["t"]),
+    )
+    .await
+    .unwrap();
+    ns.set("z", Bytes::from_static(b"v"), SetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        c.invalidate(Invalidation::tag("local", "t")).await.unwrap(),
+        1
+    );
+    assert_eq!(ns.get("y").await.unwrap(), None);
+    assert!(ns.get("z").await.unwrap().is_some());
+}
