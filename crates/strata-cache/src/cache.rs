@@ -642,7 +642,12 @@ impl Inner {
     /// The synchronous half of a read: validation and L1.
     #[inline]
     fn get_l1(&self, ns: &NsState, key: &str) -> Result<Option<Hit>> {
-        validate_key(&ns.name, key, ns.policy.max_key_len)?;
+        // An L1 hit proves the key passed validation when it was written, under this
+        // same (immutable) policy: only the O(1) length bound runs before the lookup
+        // (so an oversized key is never hashed), the byte scan only on a miss.
+        if key.is_empty() || key.len() > ns.policy.max_key_len {
+            validate_key(&ns.name, key, ns.policy.max_key_len)?;
+        }
         if ns.policy.uses_l1() {
             match self.l1.get(ns.id, key, ns.epoch()) {
                 Lookup::Hit(e) => {
@@ -657,8 +662,13 @@ impl Inner {
                     ns.counters.l1(TierStat::Expirations);
                     ns.counters.l1(TierStat::Misses);
                 }
-                Lookup::Miss => ns.counters.l1(TierStat::Misses),
+                Lookup::Miss => {
+                    validate_key(&ns.name, key, ns.policy.max_key_len)?;
+                    ns.counters.l1(TierStat::Misses);
+                }
             }
+        } else {
+            validate_key(&ns.name, key, ns.policy.max_key_len)?;
         }
         Ok(None)
     }

@@ -58,6 +58,25 @@ async fn works_without_redis() {
     assert_eq!((ns.l1.hits, ns.loads, ns.l1_entries), (1, 1, 2));
     assert!(ns.l1_bytes > 0);
     assert!(c.ping_l2().await.is_err());
+    // Reads validate keys too (the byte scan runs on the miss path).
+    for bad in ["a\nb", ""] {
+        assert!(
+            matches!(
+                c.get_bytes("user", bad).await,
+                Err(CacheError::InvalidKey(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        c.get_bytes("user", &"k".repeat(251)).await,
+        Err(CacheError::KeyTooLong { .. })
+    ));
+    assert_eq!(
+        c.stats().namespace("user").unwrap().l1.misses,
+        1,
+        "invalid reads are not counted as misses"
+    );
 }
 
 #[tokio::test]
