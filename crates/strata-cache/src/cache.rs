@@ -18,7 +18,7 @@ use crate::invalidation::{
 };
 use crate::key::{escape_glob, glob_match, validate_key, validate_namespace, RedisKeys};
 use crate::memory::{L1Entry, Lookup, MemoryTier, MAX_NAMESPACES};
-use crate::metrics::Durations;
+use crate::metrics::{Durations, Op};
 use crate::policy::Policy;
 use crate::redis_tier::{RedisOptions, RedisTarget, RedisTier, Write};
 use crate::singleflight::{join_error, Flights};
@@ -288,8 +288,9 @@ impl Cache {
         CacheBuilder::default()
     }
 
-    /// Declares a namespace at run time. Fails if it exists with another policy's id space
-    /// exhausted or the name is invalid; re-declaring returns the existing one unchanged.
+    /// Declares a namespace at run time. Fails if the name is invalid or the cache
+    /// already has 1024 namespaces. Declaring an existing namespace again keeps its
+    /// first policy (policies are fixed for a namespace's life).
     pub fn define_namespace(&self, name: &str, policy: Policy) -> Result<()> {
         self.inner.register(name, policy).map(|_| ())
     }
@@ -399,9 +400,9 @@ impl Cache {
                 return Ok(true);
             }
         }
-        match (&self.inner.l2, ns.policy.uses_l2()) {
-            (Some(l2), true) => Ok(l2.exists(&ns.keys.entry(key)).await.unwrap_or(false)),
-            _ => Ok(false),
+        match self.inner.l2_for(&ns) {
+            Some(l2) => Ok(l2.exists(&ns.keys.entry(key)).await.unwrap_or(false)),
+            None => Ok(false),
         }
     }
 
@@ -409,7 +410,7 @@ impl Cache {
     pub async fn ttl(&self, namespace: &str, key: &str) -> Result<Option<Duration>> {
         let ns = self.inner.ns(namespace)?;
         validate_key(&ns.name, key, ns.policy.max_key_len)?;
-        if let (Some(l2), true) = (&self.inner.l2, ns.policy.uses_l2()) {
+        if let Some(l2) = self.inner.l2_for(&ns) {
             if let Ok(Some(raw)) = l2.get(&ns.keys.entry(key)).await {
                 return Ok(raw.pttl_ms.map(Duration::from_millis));
             }
@@ -679,7 +680,7 @@ impl Inner {
         let started = Instant::now();
         let sent_ms = mono_ms();
         let res = l2.get(&rkey).await;
-        self.durations.observe("get", started);
+        self.durations.observe(Op::Get, started);
         match res {
             Ok(Some(raw)) => match ns.codec.decode(&raw.bytes, rkey.as_bytes()) {
                 Ok(env) => {
@@ -752,10 +753,7 @@ impl Inner {
     }
 
     pub(crate) async fn mget(&self, ns: &NsState, keys: &[String]) -> Result<Vec<Option<Hit>>> {
-        // Validate everything before touching anything: a bad key fails the whole call.
-        for k in keys {
-            validate_key(&ns.name, k, ns.policy.max_key_len)?;
-        }
+        // get_l1 validates each key (an L1 hit proves it valid): a bad key fails the call.
         let mut out: Vec<Option<Hit>> = Vec::with_capacity(keys.len());
         let mut missing = Vec::new();
         for (i, k) in keys.iter().enumerate() {
@@ -776,9 +774,9 @@ impl Inner {
         let started = Instant::now();
         let sent_ms = mono_ms();
         let res = l2.mget(&rkeys).await;
-        self.durations.observe("mget", started);
+        self.durations.observe(Op::Mget, started);
         let Ok(raws) = res else {
-            ns.counters.l2_n(TierStat::Errors, 1);
+            ns.counters.l2(TierStat::Errors);
             return Ok(out);
         };
         for ((&i, rkey), raw) in missing.iter().zip(rkeys).zip(raws) {
@@ -903,7 +901,7 @@ impl Inner {
         }
         let started = Instant::now();
         let res = l2.set_many(&writes).await;
-        self.durations.observe("set", started);
+        self.durations.observe(Op::Set, started);
         match res {
             Ok(()) => {
                 ns.counters.l2_n(TierStat::Sets, writes.len() as u64);
@@ -952,7 +950,7 @@ impl Inner {
                 };
                 ns.counters.load(LoadStat::Loads, 1);
                 ns.counters.load(LoadStat::LoadNanos, started.elapsed().as_nanos() as u64);
-                inner.durations.observe_load(started);
+                inner.durations.observe(Op::Load, started);
                 let out = match res {
                     Ok(v) => {
                         let stored = inner
@@ -1123,7 +1121,7 @@ impl Inner {
         for chunk in keys.chunks(500) {
             n += l2.unlink(chunk).await?;
         }
-        self.durations.observe("invalidate", started);
+        self.durations.observe(Op::Invalidate, started);
         ns.counters.l2_n(TierStat::Invalidations, n);
         let resolved = if matches!(inv.target, Target::Tag { .. }) {
             keys.iter()

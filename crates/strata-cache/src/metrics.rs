@@ -24,33 +24,49 @@ type NsMetric = (
     fn(&crate::stats::NamespaceStats) -> u64,
 );
 
-const OPS: [&str; 5] = ["get", "mget", "set", "invalidate", "load"];
+/// Operations that leave the process, each with a latency histogram.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Op {
+    Get,
+    Mget,
+    Set,
+    Invalidate,
+    Load,
+}
 
-/// Latency histograms of operations that leave the process.
+impl Op {
+    const ALL: [Op; 5] = [Op::Get, Op::Mget, Op::Set, Op::Invalidate, Op::Load];
+
+    /// (`op`, `tier`) label values.
+    fn labels(self) -> [(&'static str, &'static str); 2] {
+        let (op, tier) = match self {
+            Op::Get => ("get", "l2"),
+            Op::Mget => ("mget", "l2"),
+            Op::Set => ("set", "l2"),
+            Op::Invalidate => ("invalidate", "l2"),
+            Op::Load => ("load", "loader"),
+        };
+        [("op", op), ("tier", tier)]
+    }
+}
+
+/// Latency histograms of operations that leave the process, indexed by [`Op`].
 pub(crate) struct Durations {
-    hist: Vec<Histogram>,
+    hist: [Histogram; 5],
 }
 
 impl Default for Durations {
     fn default() -> Self {
         // 50 µs … ~13 s.
-        let hist = OPS
-            .iter()
-            .map(|_| Histogram::new(exponential_buckets(0.00005, 2.0, 19)))
-            .collect();
-        Durations { hist }
+        Durations {
+            hist: std::array::from_fn(|_| Histogram::new(exponential_buckets(0.00005, 2.0, 19))),
+        }
     }
 }
 
 impl Durations {
-    pub(crate) fn observe(&self, op: &'static str, started: Instant) {
-        if let Some(i) = OPS.iter().position(|o| *o == op) {
-            self.hist[i].observe(started.elapsed().as_secs_f64());
-        }
-    }
-
-    pub(crate) fn observe_load(&self, started: Instant) {
-        self.hist[4].observe(started.elapsed().as_secs_f64());
+    pub(crate) fn observe(&self, op: Op, started: Instant) {
+        self.hist[op as usize].observe(started.elapsed().as_secs_f64());
     }
 }
 
@@ -165,9 +181,8 @@ impl Collector for CacheCollector {
             None,
             MetricType::Histogram,
         )?;
-        for (i, op) in OPS.iter().enumerate() {
-            let tier = if *op == "load" { "loader" } else { "l2" };
-            inner.durations.hist[i].encode(m.encode_family(&[("op", *op), ("tier", tier)])?)?;
+        for op in Op::ALL {
+            inner.durations.hist[op as usize].encode(m.encode_family(&op.labels())?)?;
         }
         Ok(())
     }
