@@ -45,10 +45,15 @@ async fn publisher(weak: WeakInner, mut rx: mpsc::UnboundedReceiver<MessageItem>
         while let Ok(i) = rx.try_recv() {
             backlog.push(i);
         }
-        if backlog.len() > MAX_BACKLOG {
-            backlog = collapse(backlog);
-        }
         let Some(inner) = weak.upgrade() else { return };
+        if backlog.len() > MAX_BACKLOG {
+            let before = backlog.len();
+            backlog = collapse(backlog);
+            // The collapsed items stand for the dropped ones in the outstanding count.
+            inner
+                .publish_outstanding
+                .fetch_sub((before - backlog.len()) as u64, Ordering::AcqRel);
+        }
         let Some(l2) = &inner.l2 else { return };
         let mut failed = false;
         while !backlog.is_empty() {
@@ -64,6 +69,9 @@ async fn publisher(weak: WeakInner, mut rx: mpsc::UnboundedReceiver<MessageItem>
                 Ok(()) => {
                     inner.messages_published.fetch_add(1, Ordering::Relaxed);
                     backlog.drain(..n);
+                    inner
+                        .publish_outstanding
+                        .fetch_sub(n as u64, Ordering::AcqRel);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, pending = backlog.len(), "invalidation message not published; will retry");

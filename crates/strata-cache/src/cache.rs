@@ -133,6 +133,9 @@ pub(crate) struct Inner {
     publish_tx: Option<tokio::sync::mpsc::UnboundedSender<MessageItem>>,
     pub(crate) messages_received: AtomicU64,
     pub(crate) messages_published: AtomicU64,
+    /// Invalidation items handed to the publisher and not yet published (or dropped
+    /// by a collapse); [`Cache::flush_invalidations`] waits for it to reach zero.
+    pub(crate) publish_outstanding: AtomicU64,
     /// Dropped with the last handle: tells background tasks to stop.
     pub(crate) shutdown: tokio::sync::watch::Sender<()>,
     /// Delayed invalidations: debounce key → generation of the latest request.
@@ -267,6 +270,7 @@ impl CacheBuilder {
             publish_tx: tx,
             messages_received: AtomicU64::new(0),
             messages_published: AtomicU64::new(0),
+            publish_outstanding: AtomicU64::new(0),
             shutdown: tokio::sync::watch::channel(()).0,
             debounce: Mutex::new(HashMap::new()),
             debounce_gen: AtomicU64::new(0),
@@ -486,6 +490,30 @@ impl Cache {
         let ns = self.inner.ns(namespace)?;
         self.inner.flush_l1(&ns);
         Ok(())
+    }
+
+    /// Waits until every invalidation message queued so far has been published to
+    /// Redis, or `timeout` passes. True if nothing is left to publish. Call it before a
+    /// process exits so that peers hear about its last changes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// let cache = strata_cache::Cache::builder().build().await.unwrap();
+    /// assert!(cache.flush_invalidations(Duration::from_secs(1)).await);
+    /// # }
+    /// ```
+    pub async fn flush_invalidations(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.inner.publish_outstanding.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Whether Redis is configured and answering. None without a Redis tier.
@@ -1158,7 +1186,10 @@ impl Inner {
 
     fn publish(&self, item: MessageItem) {
         if let Some(tx) = &self.publish_tx {
-            let _ = tx.send(item);
+            self.publish_outstanding.fetch_add(1, Ordering::AcqRel);
+            if tx.send(item).is_err() {
+                self.publish_outstanding.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 

@@ -24,12 +24,28 @@ pub enum Format {
 }
 
 impl Format {
-    /// The id written into the envelope.
-    pub(crate) fn id(self) -> u8 {
+    /// The codec id written into the envelope and reported as [`crate::Hit::codec`].
+    pub fn id(self) -> u8 {
         match self {
             Format::Json => 1,
             Format::MessagePack => 2,
             Format::Binary => 3,
+        }
+    }
+
+    /// The format with codec id `id`, if any.
+    ///
+    /// ```
+    /// use strata_cache::Format;
+    /// assert_eq!(Format::from_id(Format::MessagePack.id()), Some(Format::MessagePack));
+    /// assert_eq!(Format::from_id(0), None);
+    /// ```
+    pub fn from_id(id: u8) -> Option<Format> {
+        match id {
+            1 => Some(Format::Json),
+            2 => Some(Format::MessagePack),
+            3 => Some(Format::Binary),
+            _ => None,
         }
     }
 

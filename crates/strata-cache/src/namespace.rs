@@ -128,6 +128,29 @@ impl RawNamespace {
             .await
     }
 
+    /// Writes entries whose payloads carry a codec id of the caller's choosing
+    /// (returned as [`Hit::codec`] on reads): [`CODEC_RAW`], a [`crate::Format`] id,
+    /// or an application id of 16 and up. All entries share `opts`; one Redis round
+    /// trip where possible.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> strata_cache::Result<()> {
+    /// use strata_cache::{Cache, Format, SetOptions};
+    /// let cache = Cache::builder().build().await?;
+    /// let docs = cache.raw("docs")?;
+    /// let json = Format::Json.id();
+    /// docs.set_encoded(&[("a", "{\"n\":1}".into(), json)], &SetOptions::default()).await?;
+    /// assert_eq!(docs.get("a").await?.unwrap().codec, json);
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_encoded(
+        &self,
+        entries: &[(&str, Bytes, u8)],
+        opts: &SetOptions,
+    ) -> Result<()> {
+        self.cache.inner.set_many(&self.ns, entries, opts).await
+    }
+
     /// Reads many keys, in the order given.
     pub async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Hit>>> {
         self.cache.inner.mget(&self.ns, keys).await

@@ -60,6 +60,11 @@ pub fn find_binary(name: &str) -> Result<std::path::PathBuf> {
     )))
 }
 
+/// A loopback port that was free a moment ago, for a server a test starts.
+pub fn free_loopback_port() -> u16 {
+    free_port(None)
+}
+
 /// A loopback port that was free a moment ago (and so was `port + offset` when asked).
 fn free_port(also_free_offset: Option<u16>) -> u16 {
     loop {

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# strata's cache API vs nginx serving the same bytes as a static file, in one run.
+#
+#   bench/compare-api.sh [DURATION] [ROUNDS]      (defaults: 10s, 3)
+#
+# wrk -t1 -c50 GETs an 885-byte value: from `strata serve` (memory tier, release
+# build, a runtime thread per core) and from nginx (`worker_processes auto`: a worker
+# per core, sendfile, access log off). Rounds alternate so
+# both see the same machine noise. Prints requests/s and latency percentiles of each,
+# and the ratios. Needs wrk and nginx (Debian: wrk nginx); installs them if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10s}
+ROUNDS=${2:-3}
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release -q -p strata
+work=$(mktemp -d)
+trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SPORT=$(free_port); NPORT=$(free_port)
+
+# The value: 885 bytes of JSON-like text.
+python3 -c 'import json; e = json.dumps({"id": 42, "name": "Ada Lovelace", "bio": ""}); print(json.dumps({"id": 42, "name": "Ada Lovelace", "bio": "x" * (885 - len(e))}), end="")' > "$work/value.json"
+test "$(wc -c < "$work/value.json")" -eq 885
+
+# strata
+RUST_LOG=warn target/release/strata serve --listen "127.0.0.1:$SPORT" > "$work/strata.log" 2>&1 &
+echo $! > "$work/strata.pid"
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$SPORT/health" >/dev/null && break; sleep 0.1; done
+curl -sf -X PUT -H 'content-type: application/json' --data-binary @"$work/value.json" \
+  "http://127.0.0.1:$SPORT/v1/cache/bench/item" >/dev/null
+
+# nginx
+mkdir -p "$work/www" "$work/nginx"
+cp "$work/value.json" "$work/www/item"
+# nginx workers may run as another user (nobody when started as root).
+chmod 755 "$work" "$work/www" && chmod 644 "$work/www/item"
+cat > "$work/nginx.conf" <<CONF
+worker_processes auto;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/nginx;
+  proxy_temp_path $work/nginx;
+  fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx;
+  scgi_temp_path $work/nginx;
+  server {
+    listen 127.0.0.1:$NPORT;
+    location / { root $work/www; default_type application/json; }
+  }
+}
+CONF
+"$NGINX" -c "$work/nginx.conf" -p "$work/nginx" > /dev/null 2>&1 &
+echo $! > "$work/nginx.pid"
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$NPORT/item" >/dev/null && break; sleep 0.1; done
+cmp <(curl -s "http://127.0.0.1:$SPORT/v1/cache/bench/item") <(curl -s "http://127.0.0.1:$NPORT/item")
+
+# One wrk run: prints "rps p50_ms p99_ms".
+run() {
+  wrk -t1 -c50 -d"$DURATION" --latency "$1" | python3 -c '
+import re, sys
+t = sys.stdin.read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+def ms(q):
+    v, unit = re.search(r"^\s+" + q + r"%\s+([\d.]+)(us|ms|s)\s*$", t, re.M).groups()
+    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+if errors: sys.exit("non-2xx responses: " + errors.group(1))
+p50, p99 = ms("50"), ms("99")
+print(f"{rps:.0f} {p50:.3f} {p99:.3f}")'
+}
+
+# Warm-up, then alternate.
+wrk -t1 -c50 -d2s "http://127.0.0.1:$SPORT/v1/cache/bench/item" > /dev/null
+wrk -t1 -c50 -d2s "http://127.0.0.1:$NPORT/item" > /dev/null
+printf "%-6s %-7s %12s %9s %9s\n" round server "requests/s" "p50 ms" "p99 ms"
+: > "$work/results"
+for r in $(seq "$ROUNDS"); do
+  read -r srps sp50 sp99 < <(run "http://127.0.0.1:$SPORT/v1/cache/bench/item")
+  read -r nrps np50 np99 < <(run "http://127.0.0.1:$NPORT/item")
+  printf "%-6s %-7s %12s %9s %9s\n" "$r" strata "$srps" "$sp50" "$sp99" "$r" nginx "$nrps" "$np50" "$np99"
+  echo "$srps $sp99 $nrps $np99" >> "$work/results"
+done
+python3 - "$work/results" <<'PY'
+import statistics, sys
+rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
+rps = [s / n for s, _, n, _ in rows]
+p99 = [sp / np for _, sp, _, np in rows]
+print(f"strata/nginx requests/s: median {statistics.median(rps):.2f}x (rounds: {', '.join(f'{x:.2f}' for x in rps)})")
+print(f"strata/nginx p99:        median {statistics.median(p99):.2f}x (lower is better; rounds: {', '.join(f'{x:.2f}' for x in p99)})")
+PY

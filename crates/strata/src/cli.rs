@@ -1,0 +1,242 @@
+//! The command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigError, LogFormat, Sources};
+
+/// Strata: a performance layer for web backends.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the cache API, admin API and /metrics.
+    #[command(after_help = "Examples:\n  \
+        strata serve                                  # memory tier on 127.0.0.1:7070\n  \
+        strata serve --redis-url redis://127.0.0.1:6379\n  \
+        strata serve --config /etc/strata/strata.toml\n  \
+        STRATA__SERVER__LISTEN=127.0.0.1:9000 strata serve")]
+    Serve(ServeArgs),
+    /// Check or print configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration (with environment overrides) and print the
+    /// effective result.
+    #[command(after_help = "Examples:\n  \
+        strata config check strata.toml\n  \
+        strata config check --json strata.toml | jq .server")]
+    Check {
+        /// The file (default: $STRATA_CONFIG, else ./strata.toml if present).
+        file: Option<PathBuf>,
+        /// Print the effective configuration as JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a commented configuration with every setting.
+    #[command(after_help = "Example:\n  strata config example > strata.toml")]
+    Example,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Configuration file (default: ./strata.toml if present, else built-in defaults).
+    #[arg(long, short, env = "STRATA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address of the API and /metrics (server.listen).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Redis URL, adding the Redis tier (redis.url).
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// development, staging or production (profile).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Memory tier size, e.g. 512MiB (memory.max_bytes).
+    #[arg(long)]
+    max_memory: Option<String>,
+    /// Log format (log.format).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. debug or strata=debug,info (log.level).
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+impl ServeArgs {
+    fn flags(&self) -> Vec<(String, toml::Value)> {
+        let s = |v: &str| toml::Value::String(v.to_owned());
+        let mut f = Vec::new();
+        let mut add = |path: &str, v: Option<toml::Value>| {
+            if let Some(v) = v {
+                f.push((path.to_owned(), v));
+            }
+        };
+        add("server.listen", self.listen.as_deref().map(s));
+        add("redis.url", self.redis_url.as_deref().map(s));
+        add("profile", self.profile.as_deref().map(s));
+        add("memory.max_bytes", self.max_memory.as_deref().map(s));
+        add(
+            "log.format",
+            self.log_format.map(|f| match f {
+                LogFormat::Json => s("json"),
+                LogFormat::Pretty => s("pretty"),
+            }),
+        );
+        add("log.level", self.log_level.as_deref().map(s));
+        f
+    }
+}
+
+/// Runs the command line; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", config::EXAMPLE);
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Check { file, json }) => check(file, json),
+    }
+}
+
+/// The file to read: the one given, else ./strata.toml when it exists.
+fn sources(file: Option<PathBuf>, flags: Vec<(String, toml::Value)>) -> Result<Sources, String> {
+    let file = file.or_else(|| {
+        let default = Path::new("strata.toml");
+        default.exists().then(|| default.to_path_buf())
+    });
+    let text = match file {
+        Some(p) => {
+            let t = std::fs::read_to_string(&p)
+                .map_err(|e| format!("{}: cannot read: {e}", p.display()))?;
+            Some((p.display().to_string(), t))
+        }
+        None => None,
+    };
+    Ok(Sources {
+        text,
+        env: std::env::vars().collect(),
+        flags,
+    })
+}
+
+fn report(errs: &[ConfigError]) {
+    for e in errs {
+        eprintln!("error: {e}");
+    }
+    eprintln!(
+        "{} configuration error{}; nothing was started",
+        errs.len(),
+        if errs.len() == 1 { "" } else { "s" }
+    );
+}
+
+fn check(file: Option<PathBuf>, json: bool) -> ExitCode {
+    let src = match sources(file, Vec::new()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let origin = src
+        .text
+        .as_ref()
+        .map_or("built-in defaults".to_owned(), |(o, _)| o.clone());
+    match config::load(&src) {
+        Ok(cfg) => {
+            let eff = cfg.effective();
+            let out = if json {
+                serde_json::to_string_pretty(&eff).map_err(|e| e.to_string())
+            } else {
+                toml::to_string(&eff).map_err(|e| e.to_string())
+            };
+            match out {
+                Ok(s) => println!("{s}"),
+                Err(e) => {
+                    eprintln!("error: cannot print the configuration: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            eprintln!("{origin}: OK");
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            report(&errs);
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let flags = args.flags();
+    let cfg: Config = match sources(args.config, flags).map(|s| config::load(&s)) {
+        Ok(Ok(c)) => c,
+        Ok(Err(errs)) => {
+            report(&errs);
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::logging::init(&cfg.log_level(), cfg.log_format());
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let server = match crate::server::Server::bind(cfg).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        server.run(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("signal received");
+}

@@ -1,0 +1,5 @@
+//! `strata`: see `strata --help`.
+
+fn main() -> std::process::ExitCode {
+    strata::cli::main()
+}

@@ -1,0 +1,158 @@
+//! `strata serve` with a real Redis: two tiers, two instances, Redis failures.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{client, Strata};
+use serde_json::Value;
+use strata_testkit::RedisServer;
+
+fn config(redis: &str) -> String {
+    format!("[redis]\nurl = \"{redis}\"\n[namespaces.user]\nttl = \"1h\"\n")
+}
+
+#[tokio::test]
+async fn instances_share_l2_and_invalidate_each_other() {
+    let redis = RedisServer::start().expect("redis-server");
+    let a = Strata::start(&config(&redis.url()));
+    let b = Strata::start(&config(&redis.url()));
+    let c = client();
+    let put = |s: &Strata, v: &'static str| c.put(s.url("/v1/cache/user/1")).body(v).send();
+    assert_eq!(put(&a, "v1").await.unwrap().status(), 204);
+    // B finds it in Redis, then in memory.
+    let r = c.get(b.url("/v1/cache/user/1")).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache-tier"], "l2");
+    assert_eq!(r.text().await.unwrap(), "v1");
+    let r = c.get(b.url("/v1/cache/user/1")).send().await.unwrap();
+    assert_eq!(r.headers()["x-cache-tier"], "l1");
+    // A changes it: B's memory copy is dropped by the invalidation message.
+    assert_eq!(put(&a, "v2").await.unwrap().status(), 204);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let r = c.get(b.url("/v1/cache/user/1")).send().await.unwrap();
+        if r.text().await.unwrap() == "v2" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B still serves the old value");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let st: Value = c
+        .get(b.url("/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(st["tiers"]["l2"]["up"], true);
+    assert!(
+        st["invalidation_messages"]["received"].as_u64().unwrap() >= 1,
+        "{st}"
+    );
+}
+
+/// Redis killed and restarted under GET traffic: no GET fails (a miss is an
+/// answer, a 5xx or a broken connection is a failure), `/ready` says degraded
+/// while Redis is down, and the tier comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_under_traffic_fails_no_get() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let s = Strata::start(&config(&redis.url()));
+    let c = client();
+    for i in 0..50 {
+        let r = c
+            .put(s.url(&format!("/v1/cache/user/{i}")))
+            .body(format!("v{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (stop, ok, failed, c) = (stop.clone(), ok.clone(), failed.clone(), c.clone());
+        let base = s.url("/v1/cache/user/");
+        workers.push(tokio::spawn(async move {
+            let mut i = w;
+            while !stop.load(Ordering::Relaxed) {
+                i = (i + 7) % 50;
+                match c.get(format!("{base}{i}")).send().await {
+                    Ok(r) if r.status() == 200 || r.status() == 404 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => {
+                        eprintln!("GET failed: {}", r.status());
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("GET failed: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill();
+    // Writes go on, to memory.
+    let r = c
+        .put(s.url("/v1/cache/user/during"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r: Value = c
+            .get(s.url("/ready"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["status"] == "degraded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never marked degraded: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r: Value = c
+            .get(s.url("/ready"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["status"] == "ready" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Redis tier did not come back: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    assert!(
+        ok.load(Ordering::Relaxed) > 100,
+        "too little traffic to mean anything"
+    );
+}
