@@ -216,3 +216,21 @@ async fn production_asks_every_cache_request_for_a_token() {
         .unwrap();
     assert_eq!(r.status(), 204);
 }
+
+/// A caller without a token is answered before its body is read: the server does
+/// not buffer megabytes for someone it will refuse.
+#[test]
+fn unauthenticated_bodies_are_not_read() {
+    use std::io::{Read, Write};
+    let s = start();
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    // Announces 5 MB and sends none of it.
+    sock.write_all(b"PUT /v1/cache/user/k HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = sock.read(&mut buf).expect("an answer without the body");
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+}
