@@ -331,10 +331,16 @@ async fn failed_publish_is_retried() {
         still.is_some_and(|h| h.tier == Tier::L1),
         "the message got through while PUBLISH was refused"
     );
+    // A process exiting now would be told its last change did not go out.
+    assert!(!a.flush_invalidations(Duration::from_millis(200)).await);
     assert!(redis
         .command("ACL SETUSER default +publish")
         .unwrap()
         .starts_with("+OK"));
+    assert!(
+        a.flush_invalidations(Duration::from_secs(10)).await,
+        "the retried message was never published"
+    );
     let dropped = eventually(Duration::from_secs(10), || async {
         !b.get_bytes("user", "k")
             .await

@@ -439,6 +439,19 @@ async fn slow_clients_are_cut_off() {
     let mut buf = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut buf)).await;
     assert!(r.is_ok(), "connection still open after the header timeout");
+    // An idle keep-alive connection does not hold its slot forever either.
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
+        .await
+        .unwrap();
+    sock.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 64];
+    let n = sock.read(&mut first).await.unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"));
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut rest)).await;
+    assert!(r.is_ok(), "idle keep-alive connection never closed");
 }
 
 #[tokio::test]

@@ -118,7 +118,7 @@ impl Caller<'_> {
                     return Err(ApiError::new(
                         StatusCode::FORBIDDEN,
                         "forbidden",
-                        format!("token `{}` lacks the {right:?} right", t.name).to_lowercase(),
+                        format!("token `{}` lacks the `{}` right", t.name, right.as_str()),
                     ));
                 }
                 if !t.covers(namespace) {

@@ -256,7 +256,11 @@ struct RequestIds {
 impl RequestIds {
     fn new() -> Self {
         RequestIds {
-            prefix: std::process::id() ^ (Instant::now().elapsed().subsec_nanos()),
+            // Distinct across restarts and across instances started together.
+            prefix: std::process::id().rotate_left(16)
+                ^ std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_nanos()),
             next: AtomicU64::new(1),
         }
     }
