@@ -1,0 +1,3 @@
+//! Load generation for `strata load-test` and friends.
+
+pub mod dist;
