@@ -1,3 +1,12 @@
-//! Load generation for `strata load-test` and friends.
+//! Load generation for `strata load-test` and friends: key distributions
+//! ([`dist`]), workloads ([`workload`]), load shapes ([`stages`]), targets
+//! ([`driver`]), schedulers ([`runner`]), recording ([`recorder`]) and reports
+//! with gates ([`report`]).
 
 pub mod dist;
+pub mod driver;
+pub mod recorder;
+pub mod report;
+pub mod runner;
+pub mod stages;
+pub mod workload;

@@ -6,7 +6,7 @@
 //! at the same hit ratio; see docs/decisions.md. quick_cache has no TTL of its own,
 //! so each entry carries its deadline and a read of an expired entry removes it.
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -82,17 +82,44 @@ impl Weighter<L1Key, L1Entry> for EntryWeigher {
     }
 }
 
-/// Counts evictions per namespace id.
+/// Entries quick_cache let go of during one insert, as (namespace id, key hash).
+///
+/// quick_cache reports the old value of a key being overwritten through the same
+/// hook as an eviction; `MemoryTier::insert` tells them apart by the key's hash, so
+/// that `strata_cache_evictions_total` counts only entries dropped for space.
+#[derive(Default)]
+struct Dropped {
+    first: [(u32, u64); 4],
+    len: usize,
+    more: Vec<(u32, u64)>,
+}
+
+impl Dropped {
+    fn push(&mut self, item: (u32, u64)) {
+        if self.len < self.first.len() {
+            self.first[self.len] = item;
+            self.len += 1;
+        } else {
+            self.more.push(item);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(u32, u64)> {
+        self.first[..self.len].iter().chain(&self.more)
+    }
+}
+
+/// Hashes keys for [`Dropped`] (one hasher shared by the tier and its lifecycle).
 #[derive(Clone)]
-struct EvictionCounter(Arc<[AtomicU64]>);
+struct EvictionCounter {
+    hasher: DefaultHashBuilder,
+}
 
 impl Lifecycle<L1Key, L1Entry> for EvictionCounter {
-    type RequestState = ();
+    type RequestState = Dropped;
 
-    fn on_evict(&self, _state: &mut (), key: L1Key, _val: L1Entry) {
-        if let Some(c) = self.0.get(key.ns as usize) {
-            c.fetch_add(1, Relaxed);
-        }
+    fn on_evict(&self, state: &mut Dropped, key: L1Key, _val: L1Entry) {
+        state.push((key.ns, self.hasher.hash_one(&*key.key)));
     }
 }
 
@@ -108,6 +135,7 @@ pub(crate) enum Lookup {
 pub(crate) struct MemoryTier {
     cache: Arc<QCache<L1Key, L1Entry, EntryWeigher, DefaultHashBuilder, EvictionCounter>>,
     evictions: Arc<[AtomicU64]>,
+    lifecycle: EvictionCounter,
     capacity: u64,
 }
 
@@ -115,6 +143,9 @@ impl MemoryTier {
     pub(crate) fn new(max_bytes: u64) -> Self {
         crate::clock::start_ticker();
         let evictions: Arc<[AtomicU64]> = (0..MAX_NAMESPACES).map(|_| AtomicU64::new(0)).collect();
+        let lifecycle = EvictionCounter {
+            hasher: DefaultHashBuilder::default(),
+        };
         // Size the index for ~256-byte entries; quick_cache grows past it if needed.
         let est_items = (max_bytes / 256).clamp(64, 1 << 26) as usize;
         let options = OptionsBuilder::new()
@@ -126,11 +157,12 @@ impl MemoryTier {
             options,
             EntryWeigher,
             DefaultHashBuilder::default(),
-            EvictionCounter(evictions.clone()),
+            lifecycle.clone(),
         );
         MemoryTier {
             cache: Arc::new(cache),
             evictions,
+            lifecycle,
             capacity: max_bytes,
         }
     }
@@ -155,13 +187,28 @@ impl MemoryTier {
     }
 
     pub(crate) fn insert(&self, ns: u32, key: &str, entry: L1Entry) {
-        self.cache.insert(
+        let mut dropped = Dropped::default();
+        self.cache.insert_with_lifecycle(
             L1Key {
                 ns,
                 key: key.into(),
             },
             entry,
+            &mut dropped,
         );
+        if dropped.len == 0 {
+            return;
+        }
+        let mine = (ns, self.lifecycle.hasher.hash_one(key));
+        for &(dns, h) in dropped.iter() {
+            // The previous value of this very key was replaced, not evicted.
+            if (dns, h) == mine {
+                continue;
+            }
+            if let Some(c) = self.evictions.get(dns as usize) {
+                c.fetch_add(1, Relaxed);
+            }
+        }
     }
 
     /// Removes an entry; true if one was there.
@@ -273,6 +320,18 @@ mod tests {
         let (bytes, entries) = m.usage(3);
         assert_eq!(bytes, m.weight());
         assert!(entries > 0 && entries < 10_000);
+    }
+
+    #[test]
+    fn overwrites_are_not_evictions() {
+        let m = MemoryTier::new(1 << 20);
+        for i in 0..1000u64 {
+            let mut e = entry(&[0u8; 100], 60_000, 0);
+            e.version = i;
+            m.insert(1, "same", e);
+        }
+        assert_eq!(m.evictions(1), 0);
+        assert!(matches!(m.get(1, "same", 0), Lookup::Hit(e) if e.version == 999));
     }
 
     #[test]

@@ -24,6 +24,16 @@ enum Command {
         strata serve --config /etc/strata/strata.toml\n  \
         STRATA__SERVER__LISTEN=127.0.0.1:9000 strata serve")]
     Serve(ServeArgs),
+    /// Generate load and measure it honestly (HDR histograms, coordinated omission
+    /// corrected in open loop), with gates for CI.
+    #[command(after_help = "Examples:\n  \
+        strata load-test http://127.0.0.1:7070 --namespace user -u 50 -d 60s\n  \
+        strata load-test 'http://127.0.0.1:8000/api/items/{key}' --rate 2000 --stages 30s:2000,2m:2000\n  \
+        strata load-test redis://127.0.0.1:6379 --workload ycsb-b --keys 1000000\n  \
+        strata load-test engine --mix get=80,set=20 --json run.json --threshold 'p99<1ms'\n  \
+        strata load-test http://127.0.0.1:7070 --namespace user --baseline run.json --max-regression 10%\n\n\
+        Exit codes: 0 passed, 2 bad arguments, 3 a threshold failed, 4 regressed against the baseline.")]
+    LoadTest(Box<crate::loadtest::LoadTestArgs>),
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -103,6 +113,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::LoadTest(args) => crate::loadtest::main(*args),
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::EXAMPLE);
             ExitCode::SUCCESS

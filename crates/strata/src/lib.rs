@@ -1,7 +1,8 @@
 //! Strata's binary as a library: the command line ([`cli`]), the configuration
-//! ([`config`]) and `strata serve` ([`server`]). `main.rs` only calls [`cli::main`].
+//! ([`config`]), `strata serve` ([`server`]) and `strata load-test` ([`loadtest`]). `main.rs` only calls [`cli::main`].
 
 pub mod cli;
 pub mod config;
+pub mod loadtest;
 pub mod logging;
 pub mod server;

@@ -1,0 +1,521 @@
+//! `strata load-test`: builds a plan and a target from flags, runs it with a live
+//! progress bar, prints a graded summary, writes `--json`, and applies the gates.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use strata_bench::dist::{KeyDist, KeyGen};
+use strata_bench::driver::{HttpTemplate, Target};
+use strata_bench::report::{compare, own_resources, Grade, Report, Threshold, Verdict};
+use strata_bench::runner::{run, Load, Plan};
+use strata_bench::stages::Stages;
+use strata_bench::workload::{Mix, ValueSize, Ycsb};
+
+/// Exit code when a threshold fails.
+pub const EXIT_THRESHOLD: u8 = 3;
+/// Exit code when the run regressed against its baseline.
+pub const EXIT_REGRESSION: u8 = 4;
+
+/// Flags of `strata load-test`.
+#[derive(Debug, Args)]
+pub struct LoadTestArgs {
+    /// `engine`, `redis://host:port`, `http://host:7070` with --namespace (strata's
+    /// cache API), or any URL, where `{key}` and `{n}` are replaced per request.
+    target: String,
+    /// Namespace (cache API and engine targets).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Bearer token for the cache API.
+    #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// strata.toml the `engine` target is built from (default: built-in defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// How long to run (ignored with --stages).
+    #[arg(long, short, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Stop after this many operations.
+    #[arg(long, short = 'n')]
+    count: Option<u64>,
+    /// Closed loop: concurrent users.
+    #[arg(long, short, default_value_t = 10)]
+    users: u32,
+    /// Open loop: arrivals per second (latency is then measured from each
+    /// request's intended start as well as from its send).
+    #[arg(long, short)]
+    rate: Option<f64>,
+    /// Load shape, e.g. 30s:50,5m:50,30s:0: users, or arrivals/s with --rate.
+    #[arg(long)]
+    stages: Option<String>,
+    /// Open loop: connections carrying the arrivals.
+    #[arg(long, default_value_t = 100)]
+    max_in_flight: usize,
+    /// Excluded from the results.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Operation weights (get=80,set=15,delete=5,mget=…) or a read ratio (0.9).
+    #[arg(long, default_value = "0.9")]
+    mix: String,
+    /// YCSB core workload a-f (sets the mix and key distribution).
+    #[arg(long)]
+    workload: Option<String>,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// uniform, zipfian[:θ], ycsb-zipfian, hotspot[:set:ops], sequential, latest.
+    #[arg(long, default_value = "zipfian")]
+    key_dist: String,
+    /// Key names are PREFIX + index.
+    #[arg(long, default_value = "key:")]
+    key_prefix: String,
+    /// Value sizes: 100, 100-1000, or 100:80,10000:20.
+    #[arg(long, default_value = "100")]
+    value_size: String,
+    /// Keys per mget.
+    #[arg(long, default_value_t = 10)]
+    batch_size: usize,
+    /// HTTP method of a URL template target.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// Header of a URL template target, `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// Body of a URL template target.
+    #[arg(long)]
+    body: Option<String>,
+    /// Per-request timeout.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Gate, e.g. 'p99<10ms', 'error_rate<0.1%', 'rps>5000' (repeatable).
+    #[arg(long = "threshold")]
+    thresholds: Vec<String>,
+    /// A previous run's --json to compare with.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Allowed regression against --baseline, e.g. 10%.
+    #[arg(long, default_value = "10%")]
+    max_regression: String,
+    /// Write the full report (with encoded histograms) here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+/// Runs `strata load-test`.
+pub fn main(a: LoadTestArgs) -> ExitCode {
+    let thresholds: Vec<Threshold> = match a.thresholds.iter().map(|t| t.parse()).collect() {
+        Ok(t) => t,
+        Err(e) => return fail(e),
+    };
+    let max_regression = match a
+        .max_regression
+        .trim_end_matches('%')
+        .parse::<f64>()
+        .ok()
+        .filter(|v| *v >= 0.0)
+    {
+        Some(v) => v / 100.0,
+        None => {
+            return fail(format!(
+                "--max-regression `{}`: write e.g. 10%",
+                a.max_regression
+            ))
+        }
+    };
+    let baseline: Option<Report> = match &a.baseline {
+        None => None,
+        Some(p) => match std::fs::read_to_string(p)
+            .map_err(|e| e.to_string())
+            .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
+        {
+            Ok(r) => Some(r),
+            Err(e) => return fail(format!("{}: {e}", p.display())),
+        },
+    };
+    let (mix, dist) = match &a.workload {
+        Some(w) => match w.parse::<Ycsb>() {
+            Ok(y) => y.workload(),
+            Err(e) => return fail(e),
+        },
+        None => match (a.mix.parse::<Mix>(), a.key_dist.parse::<KeyDist>()) {
+            (Ok(m), Ok(d)) => (m, d),
+            (Err(e), _) | (_, Err(e)) => return fail(e),
+        },
+    };
+    let keys = match KeyGen::new(dist, a.keys) {
+        Ok(k) => k,
+        Err(e) => return fail(e),
+    };
+    let value_size: ValueSize = match a.value_size.parse() {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let stages = match &a.stages {
+        Some(s) => match s.parse::<Stages>() {
+            Ok(s) => Some(s),
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
+    let load = match a.rate {
+        Some(r) if !(r > 0.0 && r.is_finite()) => return fail("--rate must be above 0"),
+        Some(r) => Load::Open {
+            rate: stages.unwrap_or_else(|| Stages::constant(r, a.duration)),
+            max_in_flight: a.max_in_flight.max(1),
+        },
+        None => {
+            if a.users == 0 || a.users > 10_000 {
+                return fail("--users must be between 1 and 10000");
+            }
+            Load::Closed(stages.unwrap_or_else(|| Stages::constant(a.users as f64, a.duration)))
+        }
+    };
+    let plan = Plan {
+        load,
+        count: a.count,
+        warmup: a.warmup,
+        mix,
+        keys,
+        key_prefix: a.key_prefix.clone(),
+        value_size,
+        batch: a.batch_size.max(1),
+        timeout: a.timeout,
+        max_lateness: Duration::from_secs(10),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    rt.block_on(async move {
+        let target = match build_target(&a).await {
+            Ok(t) => t,
+            Err(e) => return fail(e),
+        };
+        let metrics_url = match &target {
+            Target::CacheApi { base, .. } => {
+                Some(format!("{}/metrics", base.trim_end_matches('/')))
+            }
+            _ => None,
+        };
+        let before = match &metrics_url {
+            Some(u) => scrape(u).await,
+            None => BTreeMap::new(),
+        };
+        let settings = settings(&a);
+        let described = target.describe();
+        let bar = progress_bar(&plan, a.quiet);
+        let cpu_before = own_resources().cpu_seconds;
+        let out = run(plan, target, |p, t| {
+            if let Some(bar) = &bar {
+                bar.set_position(t.as_secs());
+                bar.set_message(format!(
+                    "{:>9.0} ops/s  p99 {:>8.2} ms  errors {}{}",
+                    p.rps,
+                    p.corrected_p99_ms,
+                    p.errors,
+                    if p.warmup { "  (warm-up)" } else { "" }
+                ));
+            }
+        })
+        .await;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let measured = out
+            .elapsed
+            .saturating_sub(a.warmup)
+            .max(Duration::from_millis(1));
+        let mut resources = own_resources();
+        resources.cpu_seconds -= cpu_before;
+        let mut report = Report::new(
+            "load-test",
+            described,
+            settings,
+            &out.gathered.totals,
+            out.gathered.timeline,
+            measured,
+            resources,
+        );
+        if let Some(u) = &metrics_url {
+            let after = scrape(u).await;
+            report.server = after
+                .iter()
+                .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+                .collect();
+        }
+        let verdicts: Vec<Verdict> = thresholds.iter().map(|t| t.check(&report)).collect();
+        let changes = baseline
+            .as_ref()
+            .map(|b| compare(b, &report, max_regression))
+            .unwrap_or_default();
+        print_summary(&report, &verdicts, &changes);
+        if let Some(p) = &a.json {
+            let json = serde_json::to_string_pretty(&report).expect("reports serialize");
+            if let Err(e) = std::fs::write(p, json) {
+                eprintln!("error: {}: {e}", p.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        if verdicts.iter().any(|v| v.grade == Grade::Fail) {
+            for v in verdicts.iter().filter(|v| v.grade == Grade::Fail) {
+                eprintln!("threshold failed: {}: {}", v.threshold, v.detail);
+            }
+            return ExitCode::from(EXIT_THRESHOLD);
+        }
+        if changes.iter().any(|c| c.regressed) {
+            for c in changes.iter().filter(|c| c.regressed) {
+                eprintln!(
+                    "regression: {} went from {:.4} to {:.4} ({:+.1}%, allowed {:.1}%)",
+                    c.figure,
+                    c.baseline,
+                    c.current,
+                    c.change * 100.0,
+                    max_regression * 100.0
+                );
+            }
+            return ExitCode::from(EXIT_REGRESSION);
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+async fn build_target(a: &LoadTestArgs) -> Result<Target, String> {
+    let t = a.target.as_str();
+    if t == "engine" {
+        let cfg = match &a.config {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                crate::config::load(&crate::config::Sources {
+                    text: Some((p.display().to_string(), text)),
+                    env: std::env::vars().collect(),
+                    flags: Vec::new(),
+                })
+                .map_err(|errs| {
+                    errs.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })?
+            }
+            None => crate::config::Config::default(),
+        };
+        let cache = crate::server::build_cache(&cfg)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ns = a.namespace.as_deref().unwrap_or("loadtest");
+        return cache.raw(ns).map(Target::Engine).map_err(|e| e.to_string());
+    }
+    if t.starts_with("redis://") || t.starts_with("rediss://") {
+        return Target::redis(t).await;
+    }
+    if t.starts_with("http://") {
+        if let Some(ns) = &a.namespace {
+            return Ok(Target::CacheApi {
+                base: t.to_owned(),
+                namespace: ns.clone(),
+                token: a.token.clone(),
+            });
+        }
+        let method = a
+            .method
+            .parse()
+            .map_err(|_| format!("--method `{}` is not an HTTP method", a.method))?;
+        let headers = a
+            .headers
+            .iter()
+            .map(|h| {
+                h.split_once(':')
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .ok_or_else(|| format!("--header `{h}`: write `Name: value`"))
+            })
+            .collect::<Result<_, _>>()?;
+        return Ok(Target::Http(HttpTemplate {
+            method,
+            url: t.to_owned(),
+            headers,
+            body: a.body.clone(),
+        }));
+    }
+    Err(format!(
+        "target `{t}`: use engine, redis://host:port, http://host:7070 --namespace NS, or an http:// URL"
+    ))
+}
+
+/// Settings echoed into the report (no token).
+fn settings(a: &LoadTestArgs) -> BTreeMap<String, String> {
+    let mut s = BTreeMap::new();
+    let mut put = |k: &str, v: String| {
+        s.insert(k.to_owned(), v);
+    };
+    put("target", a.target.clone());
+    match a.rate {
+        Some(r) => put("rate", r.to_string()),
+        None => put("users", a.users.to_string()),
+    }
+    if let Some(st) = &a.stages {
+        put("stages", st.clone());
+    }
+    put(
+        "duration",
+        humantime::format_duration(a.duration).to_string(),
+    );
+    if let Some(c) = a.count {
+        put("count", c.to_string());
+    }
+    put("warmup", humantime::format_duration(a.warmup).to_string());
+    put("mix", a.workload.clone().unwrap_or_else(|| a.mix.clone()));
+    put("keys", a.keys.to_string());
+    put("key_dist", a.key_dist.clone());
+    put("value_size", a.value_size.clone());
+    if let Some(ns) = &a.namespace {
+        put("namespace", ns.clone());
+    }
+    s
+}
+
+fn progress_bar(plan: &Plan, quiet: bool) -> Option<indicatif::ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let total = match &plan.load {
+        Load::Closed(s) => s.total(),
+        Load::Open { rate, .. } => rate.total(),
+    };
+    let bar = indicatif::ProgressBar::new(total.as_secs());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len}s {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+/// Sums of `strata_*` counters in a Prometheus scrape, by family (labels summed).
+async fn scrape(url: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Ok(text) = http_get(url).await else {
+        return out;
+    };
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let name = series.split('{').next().unwrap_or(series);
+        if !(name.starts_with("strata_cache_") && name.ends_with("_total")) {
+            continue;
+        }
+        if let Ok(v) = value.parse::<f64>() {
+            *out.entry(name.to_owned()).or_insert(0.0) += v;
+        }
+    }
+    out
+}
+
+async fn http_get(url: &str) -> Result<String, String> {
+    let mut s = Target::Http(HttpTemplate {
+        method: hyper::Method::GET,
+        url: url.to_owned(),
+        headers: vec![],
+        body: None,
+    })
+    .session(Duration::from_secs(5));
+    s.get_text(url).await
+}
+
+fn print_summary(r: &Report, verdicts: &[Verdict], changes: &[strata_bench::report::Change]) {
+    let color = std::io::stdout().is_terminal();
+    let paint = |g: Grade, s: &str| -> String {
+        if !color {
+            return s.to_owned();
+        }
+        let code = match g {
+            Grade::Excellent => "32",
+            Grade::Good => "36",
+            Grade::Poor => "33",
+            Grade::Fail => "31",
+        };
+        format!("\x1b[{code}m{s}\x1b[0m")
+    };
+    println!("target      {}", r.target);
+    println!(
+        "operations  {} in {:.1} s = {:.0} ops/s, errors {} ({:.3}%)",
+        r.ops,
+        r.duration_s,
+        r.rps,
+        r.errors.values().sum::<u64>(),
+        r.error_rate * 100.0
+    );
+    if !r.errors.is_empty() {
+        let kinds: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("errors      {}", kinds.join(" "));
+    }
+    if let Some(h) = r.hit_rate {
+        println!("hit rate    {:.2}%", h * 100.0);
+    }
+    let l = &r.latency;
+    let s = &r.latency_sent;
+    println!(
+        "latency ms  {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "p50", "p90", "p95", "p99", "p99.9", "max"
+    );
+    println!(
+        "  intended  {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+        l.p50, l.p90, l.p95, l.p99, l.p999, l.max
+    );
+    println!(
+        "  sent      {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+        s.p50, s.p90, s.p95, s.p99, s.p999, s.max
+    );
+    if r.late_starts + r.dropped_starts > 0 {
+        println!(
+            "open loop   {} late starts, {} dropped",
+            r.late_starts, r.dropped_starts
+        );
+    }
+    println!(
+        "generator   {:.2} CPU s, {:.0} MiB peak RSS",
+        r.resources.cpu_seconds,
+        r.resources.max_rss_bytes as f64 / (1 << 20) as f64
+    );
+    for (k, v) in &r.server {
+        println!("server      {k} +{v}");
+    }
+    for v in verdicts {
+        println!(
+            "threshold   {:<24} {:<10} {}",
+            v.threshold,
+            paint(v.grade, &v.grade.to_string()),
+            v.detail
+        );
+    }
+    for c in changes {
+        let g = if c.regressed {
+            Grade::Fail
+        } else {
+            Grade::Good
+        };
+        println!(
+            "baseline    {:<10} {:>12.4} -> {:>12.4} {:>+8.1}% {}",
+            c.figure,
+            c.baseline,
+            c.current,
+            c.change * 100.0,
+            paint(g, if c.regressed { "REGRESSED" } else { "ok" })
+        );
+    }
+}

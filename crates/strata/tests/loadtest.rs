@@ -1,0 +1,157 @@
+//! `strata load-test` as a process: against a real `strata serve`, its JSON, gates
+//! and exit codes.
+
+mod common;
+
+use common::{run_cli, Strata};
+use serde_json::Value;
+
+fn load_test(args: &[&str]) -> (Option<i32>, String, String) {
+    let (st, out, err) = run_cli(args, &[]);
+    (st.code(), out, err)
+}
+
+#[test]
+fn against_strata_serve_with_json_and_server_counters() {
+    let s = Strata::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let base = s.url("");
+    let (code, out, err) = load_test(&[
+        "load-test",
+        &base,
+        "--namespace",
+        "lt",
+        "-u",
+        "4",
+        "-n",
+        "2000",
+        "--mix",
+        "get=70,set=30",
+        "--keys",
+        "200",
+        "--json",
+        json.to_str().unwrap(),
+        "--threshold",
+        "p99<5s",
+        "--threshold",
+        "error_rate<1%",
+    ]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("EXCELLENT"), "{out}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // The schema is an interface: these keys, this version.
+    let mut keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "dropped_starts",
+            "duration_s",
+            "error_rate",
+            "errors",
+            "histograms",
+            "hit_rate",
+            "late_starts",
+            "latency",
+            "latency_sent",
+            "name",
+            "ops",
+            "resources",
+            "rps",
+            "schema",
+            "server",
+            "settings",
+            "target",
+            "timeline"
+        ]
+    );
+    assert_eq!(r["schema"], 1);
+    assert_eq!(r["ops"], 2000);
+    assert_eq!(r["error_rate"], 0.0);
+    for p in ["p50", "p90", "p95", "p99", "p999", "max", "mean"] {
+        assert!(r["latency"][p].as_f64().unwrap() > 0.0, "{p}");
+    }
+    // The server saw what the generator did.
+    let sets = r["server"]["strata_cache_sets_total"].as_f64().unwrap();
+    let hits = r["server"]["strata_cache_hits_total"].as_f64().unwrap();
+    assert!(sets > 400.0 && hits > 0.0, "{}", r["server"]);
+    assert!(r["hit_rate"].as_f64().unwrap() > 0.0);
+    assert!(!r["histograms"]["corrected"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn gates_exit_with_distinct_codes() {
+    let s = Strata::start("");
+    let base = s.url("");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let common = [
+        "load-test",
+        &base,
+        "--namespace",
+        "g",
+        "-u",
+        "2",
+        "-n",
+        "500",
+        "--keys",
+        "50",
+    ];
+    // A threshold nobody meets: exit 3, and the figure is named.
+    let mut args = common.to_vec();
+    args.extend(["--threshold", "p50<0.0001ms"]);
+    let (code, out, err) = load_test(&args);
+    assert_eq!(code, Some(3), "{out}\n{err}");
+    assert!(err.contains("threshold failed: p50<0.0001ms"), "{err}");
+    assert!(out.contains("FAIL"), "{out}");
+    // A baseline far better than this run: exit 4, with the change.
+    let mut args = common.to_vec();
+    args.extend(["--json", json.to_str().unwrap()]);
+    assert_eq!(load_test(&args).0, Some(0));
+    let mut r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    r["rps"] = Value::from(r["rps"].as_f64().unwrap() * 100.0);
+    let better = dir.path().join("better.json");
+    std::fs::write(&better, r.to_string()).unwrap();
+    let mut args = common.to_vec();
+    args.extend([
+        "--baseline",
+        better.to_str().unwrap(),
+        "--max-regression",
+        "10%",
+    ]);
+    let (code, out, err) = load_test(&args);
+    assert_eq!(code, Some(4), "{out}\n{err}");
+    assert!(err.contains("regression: rps went from"), "{err}");
+    // Bad arguments: exit 2 with the reason.
+    for bad in [
+        &["load-test", "ftp://x"][..],
+        &["load-test", "engine", "--key-dist", "gaussian"],
+        &["load-test", "engine", "--stages", "30s"],
+        &["load-test", "engine", "--threshold", "p99<<1"],
+        &["load-test", "engine", "--rate", "-5"],
+    ] {
+        let (code, _, err) = load_test(bad);
+        assert_eq!(code, Some(2), "{bad:?}: {err}");
+        assert!(err.starts_with("error:"), "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn engine_target_with_a_ycsb_preset() {
+    let (code, out, err) = load_test(&[
+        "load-test",
+        "engine",
+        "--workload",
+        "ycsb-a",
+        "-u",
+        "2",
+        "-n",
+        "20000",
+        "--keys",
+        "1000",
+    ]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("engine (namespace loadtest)"), "{out}");
+    assert!(out.contains("hit rate"), "{out}");
+}
