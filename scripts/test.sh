@@ -10,6 +10,8 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 # promtool: `strata serve`'s /metrics is checked with `promtool check metrics`.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# chromium: the load-test HTML report is checked in a headless browser.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   SUDO=""

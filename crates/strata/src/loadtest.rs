@@ -102,6 +102,9 @@ pub struct LoadTestArgs {
     /// Write the full report (with encoded histograms) here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write a self-contained HTML page with charts here.
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -266,6 +269,12 @@ pub fn main(a: LoadTestArgs) -> ExitCode {
         if let Some(p) = &a.json {
             let json = serde_json::to_string_pretty(&report).expect("reports serialize");
             if let Err(e) = std::fs::write(p, json) {
+                eprintln!("error: {}: {e}", p.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        if let Some(p) = &a.html {
+            if let Err(e) = std::fs::write(p, strata_bench::html::render(&report)) {
                 eprintln!("error: {}: {e}", p.display());
                 return ExitCode::FAILURE;
             }
