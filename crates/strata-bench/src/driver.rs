@@ -5,18 +5,16 @@
 //! - `http://host:port` with a namespace: strata's cache API;
 //! - an HTTP URL template (`http://127.0.0.1:8000/items/{key}?page={n}`): any API.
 //!
-//! Each worker opens a [`Session`] (its own HTTP connection, as wrk does); engine and
+//! Each worker opens a [`Session`] (its own HTTP connection, as wrk does; see [`crate::h1`]); engine and
 //! Redis sessions share the engine or the multiplexed Redis connection.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::Method;
 use strata_cache::{RawNamespace, SetOptions};
 
+use crate::h1;
 use crate::recorder::Outcome;
 use crate::workload::OpKind;
 
@@ -63,7 +61,7 @@ pub enum Target {
         token: Option<String>,
     },
     /// Any HTTP endpoint.
-    Http(HttpTemplate),
+    Http(std::sync::Arc<HttpTemplate>),
 }
 
 impl Target {
@@ -78,6 +76,20 @@ impl Target {
         .map_err(|_| format!("{url}: no answer within 5 s"))?
         .map_err(|e| format!("{url}: {e}"))?;
         Ok(Target::Redis(conn))
+    }
+
+    /// Whether operations need key names (a URL template without `{key}` or `{n}`
+    /// does not, and then the runner skips drawing keys).
+    pub fn uses_keys(&self) -> bool {
+        match self {
+            Target::Http(t) => {
+                let has = |s: &str| s.contains("{key}") || s.contains("{n}");
+                has(&t.url)
+                    || t.headers.iter().any(|(_, v)| has(v))
+                    || t.body.as_deref().is_some_and(has)
+            }
+            _ => true,
+        }
     }
 
     /// Short description for reports (no credentials).
@@ -98,6 +110,8 @@ impl Target {
             target: self.clone(),
             conn: None,
             timeout,
+            fixed: matches!(self, Target::Http(_)) && !self.uses_keys(),
+            rendered: None,
         }
     }
 }
@@ -105,9 +119,13 @@ impl Target {
 /// One worker's view of the target.
 pub struct Session {
     target: Target,
-    /// (authority, connection) for HTTP targets.
-    conn: Option<(String, SendRequest<Full<Bytes>>)>,
+    /// The HTTP connection, for HTTP targets.
+    conn: Option<h1::Conn>,
     timeout: Duration,
+    /// A URL template without placeholders: its request is rendered once.
+    fixed: bool,
+    /// (authority, bytes) of that request.
+    rendered: Option<(String, Vec<u8>)>,
 }
 
 impl Session {
@@ -141,7 +159,11 @@ impl Session {
                 if op.kind == OpKind::Mget {
                     headers.push(("content-type".to_owned(), "application/json".to_owned()));
                 }
-                match self.http(method, &url, &headers, body).await {
+                match self
+                    .request(&method, &url, &headers, body, false)
+                    .await
+                    .map(|r| (r.status, r.hit))
+                {
                     Ok((status, hit)) => match status {
                         200..=299 => Outcome {
                             error: None,
@@ -162,20 +184,43 @@ impl Session {
             }
             Target::Http(t) => {
                 let t = t.clone();
-                let fill = |s: &str| {
-                    s.replace("{key}", op.keys.first().map_or("", String::as_str))
-                        .replace("{n}", &op.index.to_string())
+                let head = t.method == Method::HEAD;
+                let res = if self.fixed {
+                    // No placeholders: the request bytes are the same every time.
+                    if self.rendered.is_none() {
+                        let (authority, path) = match split_url(&t.url) {
+                            Ok(v) => v,
+                            Err(kind) => return Outcome::error(kind),
+                        };
+                        let body = t.body.as_deref().unwrap_or("").as_bytes();
+                        let bytes =
+                            h1::render(t.method.as_str(), path, authority, &t.headers, body);
+                        self.rendered = Some((authority.to_owned(), bytes));
+                    }
+                    let (authority, bytes) = self.rendered.take().expect("rendered above");
+                    let r = self.send(&authority, &bytes, head, false).await;
+                    self.rendered = Some((authority, bytes));
+                    r
+                } else {
+                    let fill = |s: &str| -> String {
+                        s.replace("{key}", op.keys.first().map_or("", String::as_str))
+                            .replace("{n}", &op.index.to_string())
+                    };
+                    let url = fill(&t.url);
+                    let headers: Vec<(String, String)> = t
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), fill(v)))
+                        .collect();
+                    let body = t.body.as_deref().map(|b| Bytes::from(fill(b)));
+                    self.request(&t.method, &url, &headers, body, false).await
                 };
-                let url = fill(&t.url);
-                let headers: Vec<(String, String)> = t
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), fill(v)))
-                    .collect();
-                let body = t.body.as_deref().map(|b| Bytes::from(fill(b)));
-                match self.http(t.method.clone(), &url, &headers, body).await {
-                    Ok((s, hit)) if s < 400 => Outcome { error: None, hit },
-                    Ok((s, _)) => Outcome::error(status_kind(s)),
+                match res {
+                    Ok(r) if r.status < 400 => Outcome {
+                        error: None,
+                        hit: r.hit,
+                    },
+                    Ok(r) => Outcome::error(status_kind(r.status)),
                     Err(kind) => Outcome::error(kind),
                 }
             }
@@ -185,102 +230,80 @@ impl Session {
     /// GETs a URL on this session's connection; the body as text (for scrapes).
     pub async fn get_text(&mut self, url: &str) -> Result<String, String> {
         let timeout = self.timeout;
-        let fut = self.request(Method::GET, url, &[], None, true);
+        let fut = self.request(&Method::GET, url, &[], None, true);
         match tokio::time::timeout(timeout, fut).await {
-            Ok(Ok((200, _, body))) => Ok(String::from_utf8_lossy(&body).into_owned()),
-            Ok(Ok((s, _, _))) => Err(format!("{url}: status {s}")),
+            Ok(Ok(r)) if r.status == 200 => Ok(String::from_utf8_lossy(&r.body).into_owned()),
+            Ok(Ok(r)) => Err(format!("{url}: status {}", r.status)),
             Ok(Err(kind)) => Err(format!("{url}: {kind}")),
             Err(_) => Err(format!("{url}: timeout")),
         }
     }
 
-    /// Sends one request and reads the whole response: (status, hit as the
-    /// response reports it).
-    async fn http(
-        &mut self,
-        method: Method,
-        url: &str,
-        headers: &[(String, String)],
-        body: Option<Bytes>,
-    ) -> Result<(u16, Option<bool>), &'static str> {
-        self.request(method, url, headers, body, false)
-            .await
-            .map(|(s, h, _)| (s, h))
-    }
-
-    /// Sends one request on this worker's connection (opening it if needed).
+    /// Renders and sends one request.
     async fn request(
         &mut self,
-        method: Method,
+        method: &Method,
         url: &str,
         headers: &[(String, String)],
         body: Option<Bytes>,
         keep_body: bool,
-    ) -> Result<(u16, Option<bool>, Bytes), &'static str> {
-        let uri: Uri = url.parse().map_err(|_| "bad_url")?;
-        let authority = uri.authority().ok_or("bad_url")?.to_string();
-        if self.conn.as_ref().is_none_or(|(a, _)| *a != authority) {
-            self.conn = Some((authority.clone(), connect(&authority).await?));
-        }
-        let (_, sender) = self.conn.as_mut().expect("connected above");
-        if sender.ready().await.is_err() {
-            // The server closed the idle connection: reconnect once.
-            self.conn = Some((authority.clone(), connect(&authority).await?));
-        }
-        let (_, sender) = self.conn.as_mut().expect("connected above");
-        let path = uri
-            .path_and_query()
-            .map_or("/".to_owned(), |p| p.as_str().to_owned());
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, &authority);
-        for (k, v) in headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let req = req
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|_| "bad_request")?;
-        let res = match sender.send_request(req).await {
-            Ok(r) => r,
-            Err(_) => {
-                self.conn = None;
-                return Err("io");
+    ) -> Result<h1::Response, &'static str> {
+        let (authority, path) = split_url(url)?;
+        let bytes = h1::render(
+            method.as_str(),
+            path,
+            authority,
+            headers,
+            body.as_deref().unwrap_or(&[]),
+        );
+        self.send(authority, &bytes, *method == Method::HEAD, keep_body)
+            .await
+    }
+
+    /// Sends rendered bytes on this worker's connection, opening one if needed. A
+    /// kept-alive connection the server has meanwhile closed is retried once on a
+    /// new connection, as browsers and wrk do.
+    async fn send(
+        &mut self,
+        authority: &str,
+        bytes: &[u8],
+        head: bool,
+        keep_body: bool,
+    ) -> Result<h1::Response, &'static str> {
+        for attempt in 0..2 {
+            let fresh = self.conn.as_ref().is_none_or(|c| c.authority != authority);
+            if fresh {
+                self.conn = Some(h1::Conn::open(authority).await?);
             }
-        };
-        let status = res.status().as_u16();
-        let hit = hit_header(res.headers());
-        let close = res
-            .headers()
-            .get(hyper::header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let body = match res.into_body().collect().await {
-            Ok(b) if keep_body => b.to_bytes(),
-            Ok(_) => Bytes::new(),
-            Err(_) => {
-                self.conn = None;
-                return Err("io");
+            let conn = self.conn.as_mut().expect("connected above");
+            match conn.exchange(bytes, head, keep_body).await {
+                Ok(r) => {
+                    if !r.reusable {
+                        self.conn = None;
+                    }
+                    return Ok(r);
+                }
+                Err(e) => {
+                    self.conn = None;
+                    if fresh || attempt == 1 || e != "io" {
+                        return Err(e);
+                    }
+                }
             }
-        };
-        if close {
-            self.conn = None;
         }
-        Ok((status, hit, body))
+        Err("io")
     }
 }
 
-async fn connect(authority: &str) -> Result<SendRequest<Full<Bytes>>, &'static str> {
-    let stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|_| "connect")?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| "connect")?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+/// `http://authority/path?query` → (authority, path and query).
+fn split_url(url: &str) -> Result<(&str, &str), &'static str> {
+    let rest = url.strip_prefix("http://").ok_or("bad_url")?;
+    let cut = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(cut);
+    if authority.is_empty() {
+        return Err("bad_url");
+    }
+    Ok((authority, if path.is_empty() { "/" } else { path }))
 }
 
 fn status_kind(status: u16) -> &'static str {
@@ -289,18 +312,6 @@ fn status_kind(status: u16) -> &'static str {
         400..=499 => "http_4xx",
         _ => "http_other",
     }
-}
-
-/// Hit or miss from `X-Cache` (HIT, STALE, REVALIDATED count as hits) or
-/// `X-Cache-Tier` (any tier is a hit).
-fn hit_header(h: &hyper::HeaderMap) -> Option<bool> {
-    if let Some(v) = h.get("x-cache").and_then(|v| v.to_str().ok()) {
-        let v = v.to_ascii_uppercase();
-        return Some(
-            v.starts_with("HIT") || v.starts_with("STALE") || v.starts_with("REVALIDATED"),
-        );
-    }
-    h.get("x-cache-tier").map(|_| true)
 }
 
 fn cache_api_request(base: &str, ns: &str, op: &Op) -> (Method, String, Option<Bytes>) {
@@ -392,22 +403,4 @@ async fn redis_call(conn: &mut redis::aio::MultiplexedConnection, op: &Op) -> Ou
             "redis"
         })
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hits_are_read_from_the_usual_headers() {
-        let mut h = hyper::HeaderMap::new();
-        assert_eq!(hit_header(&h), None);
-        h.insert("x-cache", "MISS".parse().unwrap());
-        assert_eq!(hit_header(&h), Some(false));
-        h.insert("x-cache", "HIT from edge".parse().unwrap());
-        assert_eq!(hit_header(&h), Some(true));
-        let mut h = hyper::HeaderMap::new();
-        h.insert("x-cache-tier", "l2".parse().unwrap());
-        assert_eq!(hit_header(&h), Some(true));
-    }
 }

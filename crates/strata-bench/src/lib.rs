@@ -5,6 +5,7 @@
 
 pub mod dist;
 pub mod driver;
+pub mod h1;
 pub mod html;
 pub mod recorder;
 pub mod report;

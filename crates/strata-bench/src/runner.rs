@@ -60,6 +60,8 @@ pub struct Plan {
     pub timeout: Duration,
     /// Open loop: starts later than this are dropped.
     pub max_lateness: Duration,
+    /// Whether the target needs keys (set by [`run`] from the target).
+    pub uses_keys: bool,
 }
 
 /// What a run produced.
@@ -81,6 +83,14 @@ impl Plan {
 
     fn op(&self, rng: &mut SmallRng, values: &Bytes) -> Op {
         let kind = self.mix.pick(rng);
+        if !self.uses_keys {
+            return Op {
+                kind,
+                keys: Vec::new(),
+                index: 0,
+                value: Bytes::new(),
+            };
+        }
         let index = self.keys.next(rng);
         let keys = match kind {
             OpKind::Mget => (0..self.batch.max(1) as u64)
@@ -110,7 +120,10 @@ pub async fn run(
     target: Target,
     mut progress: impl FnMut(&Point, Duration) + Send,
 ) -> RunOutput {
-    let plan = Arc::new(plan);
+    let plan = Arc::new(Plan {
+        uses_keys: target.uses_keys(),
+        ..plan
+    });
     let shards = Shards::default();
     let stop = Arc::new(AtomicBool::new(false));
     let issued = Arc::new(AtomicU64::new(0));

@@ -38,6 +38,7 @@ async fn the_report_renders_in_chromium_without_errors() {
         batch: 10,
         timeout: Duration::from_secs(1),
         max_lateness: Duration::from_secs(10),
+        uses_keys: true,
     };
     let out = run(plan, Target::Engine(cache.raw("html").unwrap()), |_, _| {}).await;
     let report = Report::new(
@@ -69,16 +70,26 @@ async fn the_report_renders_in_chromium_without_errors() {
             "--enable-logging=stderr",
             "--v=0",
         ])
-        .arg(format!("--user-data-dir={}", dir.path().join("profile").display()))
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.path().join("profile").display()
+        ))
         .arg("--dump-dom")
         .arg(format!("file://{}", file.display()))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dom = String::from_utf8_lossy(&out.stdout);
     let log = String::from_utf8_lossy(&out.stderr);
     // Every series drew: 1 throughput, 4 latency-over-time, 2 distribution.
-    assert!(dom.contains("data-rendered=\"7\""), "charts did not render:\n{dom}");
+    assert!(
+        dom.contains("data-rendered=\"7\""),
+        "charts did not render:\n{dom}"
+    );
     assert_eq!(dom.matches("class=\"series\"").count(), 7);
     assert!(!dom.contains("data-errors"), "script errors:\n{dom}");
     let console: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE")).collect();

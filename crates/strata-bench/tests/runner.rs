@@ -71,16 +71,17 @@ fn plan(load: Load) -> Plan {
         batch: 10,
         timeout: Duration::from_secs(5),
         max_lateness: Duration::from_secs(10),
+        uses_keys: true,
     }
 }
 
 fn template(url: &str) -> Target {
-    Target::Http(HttpTemplate {
+    Target::Http(std::sync::Arc::new(HttpTemplate {
         method: Method::GET,
         url: url.to_owned(),
         headers: vec![],
         body: None,
-    })
+    }))
 }
 
 fn report(out: &strata_bench::runner::RunOutput) -> Report {

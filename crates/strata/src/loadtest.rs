@@ -195,6 +195,7 @@ pub fn main(a: LoadTestArgs) -> ExitCode {
         batch: a.batch_size.max(1),
         timeout: a.timeout,
         max_lateness: Duration::from_secs(10),
+        uses_keys: true,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -353,12 +354,12 @@ async fn build_target(a: &LoadTestArgs) -> Result<Target, String> {
                     .ok_or_else(|| format!("--header `{h}`: write `Name: value`"))
             })
             .collect::<Result<_, _>>()?;
-        return Ok(Target::Http(HttpTemplate {
+        return Ok(Target::Http(std::sync::Arc::new(HttpTemplate {
             method,
             url: t.to_owned(),
             headers,
             body: a.body.clone(),
-        }));
+        })));
     }
     Err(format!(
         "target `{t}`: use engine, redis://host:port, http://host:7070 --namespace NS, or an http:// URL"
@@ -436,12 +437,12 @@ async fn scrape(url: &str) -> BTreeMap<String, f64> {
 }
 
 async fn http_get(url: &str) -> Result<String, String> {
-    let mut s = Target::Http(HttpTemplate {
+    let mut s = Target::Http(std::sync::Arc::new(HttpTemplate {
         method: hyper::Method::GET,
         url: url.to_owned(),
         headers: vec![],
         body: None,
-    })
+    }))
     .session(Duration::from_secs(5));
     s.get_text(url).await
 }
