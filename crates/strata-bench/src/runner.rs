@@ -136,19 +136,20 @@ pub async fn run(
         Bytes::from(v)
     };
     let start = Instant::now();
+    let base = Ctx {
+        plan: plan.clone(),
+        shards: shards.clone(),
+        stop: stop.clone(),
+        issued: issued.clone(),
+        values,
+        start,
+    };
     let mut tasks = Vec::new();
     match &plan.load {
         Load::Closed(users) => {
             let peak = users.peak().ceil().max(1.0) as usize;
             for w in 0..peak {
-                let ctx = Ctx {
-                    plan: plan.clone(),
-                    shards: shards.clone(),
-                    stop: stop.clone(),
-                    issued: issued.clone(),
-                    values: values.clone(),
-                    start,
-                };
+                let ctx = base.clone();
                 let mut session = target.session(plan.timeout);
                 let users = users.clone();
                 tasks.push(tokio::spawn(async move {
@@ -180,14 +181,7 @@ pub async fn run(
             let (tx, rx) = tokio::sync::mpsc::channel::<Instant>(65_536);
             let rx = Arc::new(tokio::sync::Mutex::new(rx));
             for w in 0..(*max_in_flight).max(1) {
-                let ctx = Ctx {
-                    plan: plan.clone(),
-                    shards: shards.clone(),
-                    stop: stop.clone(),
-                    issued: issued.clone(),
-                    values: values.clone(),
-                    start,
-                };
+                let ctx = base.clone();
                 let mut session = target.session(plan.timeout);
                 let rx = rx.clone();
                 tasks.push(tokio::spawn(async move {
@@ -219,14 +213,7 @@ pub async fn run(
                     }
                 }));
             }
-            let dispatcher = Ctx {
-                plan: plan.clone(),
-                shards: shards.clone(),
-                stop: stop.clone(),
-                issued: issued.clone(),
-                values: values.clone(),
-                start,
-            };
+            let dispatcher = base.clone();
             let rate = rate.clone();
             tasks.push(tokio::spawn(async move {
                 dispatch(dispatcher, rate, tx).await;
@@ -271,6 +258,8 @@ pub async fn run(
     }
 }
 
+/// What every worker (and the dispatcher) shares.
+#[derive(Clone)]
 struct Ctx {
     plan: Arc<Plan>,
     shards: Shards,
