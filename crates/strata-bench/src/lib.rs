@@ -3,6 +3,7 @@
 //! ([`driver`]), schedulers ([`runner`]), recording ([`recorder`]) and reports
 //! with gates ([`report`]).
 
+pub mod advice;
 pub mod dist;
 pub mod driver;
 pub mod h1;

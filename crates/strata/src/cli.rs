@@ -34,6 +34,11 @@ enum Command {
         strata load-test http://127.0.0.1:7070 --namespace user --baseline run.json --max-regression 10%\n\n\
         Exit codes: 0 passed, 2 bad arguments, 3 a threshold failed, 4 regressed against the baseline.")]
     LoadTest(Box<crate::loadtest::LoadTestArgs>),
+    /// Re-render a saved load-test run, with details and recommendations.
+    #[command(after_help = "Examples:\n  \
+        strata report --input run.json --detailed --recommendations\n  \
+        strata report --input run.json --html run.html")]
+    Report(crate::loadtest::ReportArgs),
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -114,6 +119,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::LoadTest(args) => crate::loadtest::main(*args),
+        Command::Report(args) => crate::loadtest::report(args),
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::EXAMPLE);
             ExitCode::SUCCESS

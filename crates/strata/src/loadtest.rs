@@ -15,6 +15,89 @@ use strata_bench::runner::{run, Load, Plan};
 use strata_bench::stages::Stages;
 use strata_bench::workload::{Mix, ValueSize, Ycsb};
 
+/// Flags of `strata report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run saved with `strata load-test --json`.
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Also print the timeline and the latency distribution.
+    #[arg(long)]
+    detailed: bool,
+    /// Also print what the figures suggest changing.
+    #[arg(long)]
+    recommendations: bool,
+    /// Render the run as a self-contained HTML page here.
+    #[arg(long)]
+    html: Option<PathBuf>,
+}
+
+/// Runs `strata report`: re-renders a saved run.
+pub fn report(a: ReportArgs) -> ExitCode {
+    let r: Report = match std::fs::read_to_string(&a.input)
+        .map_err(|e| e.to_string())
+        .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("{}: {e}", a.input.display())),
+    };
+    print_summary(&r, &[], &[]);
+    if a.detailed {
+        println!();
+        println!(
+            "{:>7} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7}",
+            "t (s)", "ops/s", "p50 ms", "p99 ms", "p99 int.", "max ms", "errors", "hit %"
+        );
+        for p in &r.timeline {
+            println!(
+                "{:>7.1} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>7}{}",
+                p.t,
+                p.rps,
+                p.p50_ms,
+                p.p99_ms,
+                p.corrected_p99_ms,
+                p.max_ms,
+                p.errors,
+                p.hit_rate
+                    .map_or("-".to_owned(), |h| format!("{:.1}", h * 100.0)),
+                if p.warmup { "  warm-up" } else { "" }
+            );
+        }
+        if let Ok(h) = strata_bench::report::decode(&r.histograms.corrected) {
+            println!();
+            println!("latency distribution (from the intended start)");
+            for q in [0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999, 1.0] {
+                println!(
+                    "  {:>8.4}%  {:>10.3} ms",
+                    q * 100.0,
+                    h.value_at_quantile(q) as f64 / 1000.0
+                );
+            }
+        }
+    }
+    if a.recommendations {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let advice = strata_bench::advice::recommend(&r, cores);
+        println!();
+        if advice.is_empty() {
+            println!("recommendations: none; the figures look healthy");
+        }
+        for ad in advice {
+            println!(
+                "[{}] {}
+    try: {}",
+                ad.topic, ad.seen, ad.try_
+            );
+        }
+    }
+    if let Some(p) = &a.html {
+        if let Err(e) = std::fs::write(p, strata_bench::html::render(&r)) {
+            return fail(format!("{}: {e}", p.display()));
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 /// Exit code when a threshold fails.
 pub const EXIT_THRESHOLD: u8 = 3;
 /// Exit code when the run regressed against its baseline.
@@ -205,7 +288,7 @@ pub fn main(a: LoadTestArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     rt.block_on(async move {
-        let target = match build_target(&a).await {
+        let (target, engine) = match build_target(&a).await {
             Ok(t) => t,
             Err(e) => return fail(e),
         };
@@ -254,6 +337,22 @@ pub fn main(a: LoadTestArgs) -> ExitCode {
             measured,
             resources,
         );
+        if let Some((cache, ns)) = &engine {
+            // In process: the engine's own counters, under the names of a scrape.
+            if let Some(st) = cache.stats().namespace(ns) {
+                let l1 = &st.l1;
+                report.server = [
+                    ("strata_cache_hits_total", l1.hits + st.l2.hits),
+                    ("strata_cache_misses_total", st.l2.misses.max(l1.misses)),
+                    ("strata_cache_sets_total", l1.sets.max(st.l2.sets)),
+                    ("strata_cache_evictions_total", l1.evictions),
+                    ("strata_cache_expirations_total", l1.expirations),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v as f64))
+                .collect();
+            }
+        }
         if let Some(u) = &metrics_url {
             let after = scrape(u).await;
             report.server = after
@@ -303,7 +402,10 @@ pub fn main(a: LoadTestArgs) -> ExitCode {
     })
 }
 
-async fn build_target(a: &LoadTestArgs) -> Result<Target, String> {
+/// The target, and for `engine` the cache and namespace (to read its counters).
+async fn build_target(
+    a: &LoadTestArgs,
+) -> Result<(Target, Option<(strata_cache::Cache, String)>), String> {
     let t = a.target.as_str();
     if t == "engine" {
         let cfg = match &a.config {
@@ -328,18 +430,22 @@ async fn build_target(a: &LoadTestArgs) -> Result<Target, String> {
             .await
             .map_err(|e| e.to_string())?;
         let ns = a.namespace.as_deref().unwrap_or("loadtest");
-        return cache.raw(ns).map(Target::Engine).map_err(|e| e.to_string());
+        let raw = cache.raw(ns).map_err(|e| e.to_string())?;
+        return Ok((Target::Engine(raw), Some((cache, ns.to_owned()))));
     }
     if t.starts_with("redis://") || t.starts_with("rediss://") {
-        return Target::redis(t).await;
+        return Ok((Target::redis(t).await?, None));
     }
     if t.starts_with("http://") {
         if let Some(ns) = &a.namespace {
-            return Ok(Target::CacheApi {
-                base: t.to_owned(),
-                namespace: ns.clone(),
-                token: a.token.clone(),
-            });
+            return Ok((
+                Target::CacheApi {
+                    base: t.to_owned(),
+                    namespace: ns.clone(),
+                    token: a.token.clone(),
+                },
+                None,
+            ));
         }
         let method = a
             .method
@@ -354,12 +460,13 @@ async fn build_target(a: &LoadTestArgs) -> Result<Target, String> {
                     .ok_or_else(|| format!("--header `{h}`: write `Name: value`"))
             })
             .collect::<Result<_, _>>()?;
-        return Ok(Target::Http(std::sync::Arc::new(HttpTemplate {
+        let template = HttpTemplate {
             method,
             url: t.to_owned(),
             headers,
             body: a.body.clone(),
-        })));
+        };
+        return Ok((Target::Http(std::sync::Arc::new(template)), None));
     }
     Err(format!(
         "target `{t}`: use engine, redis://host:port, http://host:7070 --namespace NS, or an http:// URL"

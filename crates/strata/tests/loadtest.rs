@@ -138,7 +138,9 @@ fn gates_exit_with_distinct_codes() {
 }
 
 #[test]
-fn engine_target_with_a_ycsb_preset() {
+fn engine_target_with_a_ycsb_preset_then_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
     let (code, out, err) = load_test(&[
         "load-test",
         "engine",
@@ -150,8 +152,39 @@ fn engine_target_with_a_ycsb_preset() {
         "20000",
         "--keys",
         "1000",
+        "--json",
+        json.to_str().unwrap(),
     ]);
     assert_eq!(code, Some(0), "{out}\n{err}");
     assert!(out.contains("engine (namespace loadtest)"), "{out}");
     assert!(out.contains("hit rate"), "{out}");
+    // The engine's own counters stand in for a server scrape.
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(r["server"]["strata_cache_sets_total"].as_f64().unwrap() > 0.0);
+
+    // `strata report` re-renders it.
+    let html = dir.path().join("run.html");
+    let (code, out, err) = load_test(&[
+        "report",
+        "--input",
+        json.to_str().unwrap(),
+        "--detailed",
+        "--recommendations",
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("t (s)") && out.contains("latency distribution"),
+        "{out}"
+    );
+    assert!(
+        out.contains("recommendations") || out.contains("try:"),
+        "{out}"
+    );
+    assert!(std::fs::read_to_string(&html)
+        .unwrap()
+        .contains("<svg id=\"latency\""));
+    let (code, _, err) = load_test(&["report", "--input", "/nonexistent.json"]);
+    assert_eq!(code, Some(2), "{err}");
 }
