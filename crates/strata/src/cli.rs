@@ -12,11 +12,11 @@ use crate::config::{self, Config, ConfigError, LogFormat, Sources};
 #[command(name = "strata", version, about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Run the cache API, admin API and /metrics.
     #[command(after_help = "Examples:\n  \
         strata serve                                  # memory tier on 127.0.0.1:7070\n  \
@@ -34,6 +34,12 @@ enum Command {
         strata load-test http://127.0.0.1:7070 --namespace user --baseline run.json --max-regression 10%\n\n\
         Exit codes: 0 passed, 2 bad arguments, 3 a threshold failed, 4 regressed against the baseline.")]
     LoadTest(Box<crate::loadtest::LoadTestArgs>),
+    /// A fixed-count micro-benchmark of one operation against the engine or a server.
+    #[command(after_help = "Examples:\n  \
+        strata benchmark --operation get --count 1000000\n  \
+        strata benchmark http://127.0.0.1:7070 --operation mixed -u 16 --count 200000\n  \
+        strata benchmark redis://127.0.0.1:6379 --operation get --batch-size 10")]
+    Benchmark(crate::loadtest::BenchmarkArgs),
     /// Re-render a saved load-test run, with details and recommendations.
     #[command(after_help = "Examples:\n  \
         strata report --input run.json --detailed --recommendations\n  \
@@ -45,7 +51,7 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Validate a configuration (with environment overrides) and print the
     /// effective result.
     #[command(after_help = "Examples:\n  \
@@ -64,7 +70,7 @@ enum ConfigCommand {
 }
 
 #[derive(Debug, Args)]
-struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Configuration file (default: ./strata.toml if present, else built-in defaults).
     #[arg(long, short, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
@@ -120,6 +126,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::LoadTest(args) => crate::loadtest::main(*args),
         Command::Report(args) => crate::loadtest::report(args),
+        Command::Benchmark(args) => crate::loadtest::benchmark(args),
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::EXAMPLE);
             ExitCode::SUCCESS

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Parser};
 use strata_bench::dist::{KeyDist, KeyGen};
 use strata_bench::driver::{HttpTemplate, Target};
 use strata_bench::report::{compare, own_resources, Grade, Report, Threshold, Verdict};
@@ -191,6 +191,103 @@ pub struct LoadTestArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Write every key once, in order, before the run (untimed), so that reads hit.
+    #[arg(long)]
+    prefill: bool,
+}
+
+/// Flags of `strata benchmark`.
+#[derive(Debug, Args)]
+pub struct BenchmarkArgs {
+    /// engine, redis://…, or http://host:7070 (strata's cache API).
+    #[arg(default_value = "engine")]
+    target: String,
+    /// get (on prefilled keys), set, or mixed (80% get, 20% set).
+    #[arg(long, default_value = "get", value_parser = ["get", "set", "mixed"])]
+    operation: String,
+    /// Operations to time.
+    #[arg(long, short = 'n', default_value_t = 100_000)]
+    count: u64,
+    /// Keys per read (above 1, reads are batched: mget / _mget / MGET).
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Distinct keys (prefilled before get and mixed runs).
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Concurrent callers.
+    #[arg(long, short, default_value_t = 1)]
+    users: u32,
+    /// Namespace (engine and cache API).
+    #[arg(long, default_value = "bench")]
+    namespace: String,
+    /// Value size in bytes.
+    #[arg(long, default_value = "100")]
+    value_size: String,
+    /// Write the report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Runs `strata benchmark`: a fixed-count run of one operation, after writing every
+/// key once when the operation reads.
+pub fn benchmark(b: BenchmarkArgs) -> ExitCode {
+    let parse = |extra: &[String]| -> Result<LoadTestArgs, String> {
+        let mut argv: Vec<String> = [
+            "strata",
+            "load-test",
+            &b.target,
+            "--namespace",
+            &b.namespace,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        argv.extend([
+            "--keys".into(),
+            b.keys.to_string(),
+            "--value-size".into(),
+            b.value_size.clone(),
+        ]);
+        argv.extend(extra.iter().cloned());
+        match crate::cli::Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            crate::cli::Command::LoadTest(a) => Ok(*a),
+            _ => Err("internal: not a load-test".into()),
+        }
+    };
+    let s = |v: &str| v.to_owned();
+    let mix = match (b.operation.as_str(), b.batch_size > 1) {
+        ("get", false) => "get=1",
+        ("get", true) => "mget=1",
+        ("set", _) => "set=1",
+        (_, false) => "get=80,set=20",
+        (_, true) => "mget=80,set=20",
+    };
+    let mut run = vec![
+        s("--mix"),
+        s(mix),
+        s("--key-dist"),
+        s("uniform"),
+        s("-n"),
+        b.count.to_string(),
+        s("-u"),
+        b.users.to_string(),
+        s("--batch-size"),
+        b.batch_size.to_string(),
+        s("-q"),
+    ];
+    if b.operation != "set" {
+        run.push(s("--prefill"));
+    }
+    if let Some(j) = &b.json {
+        run.extend([s("--json"), j.display().to_string()]);
+    }
+    match parse(&run) {
+        Ok(a) => main(a),
+        Err(e) => fail(e),
+    }
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -292,6 +389,9 @@ pub fn main(a: LoadTestArgs) -> ExitCode {
             Ok(t) => t,
             Err(e) => return fail(e),
         };
+        if a.prefill {
+            prefill(&target, &plan).await;
+        }
         let metrics_url = match &target {
             Target::CacheApi { base, .. } => {
                 Some(format!("{}/metrics", base.trim_end_matches('/')))
@@ -400,6 +500,23 @@ pub fn main(a: LoadTestArgs) -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// Writes every key of the plan once, in order, from 4 workers (untimed).
+async fn prefill(target: &Target, plan: &Plan) {
+    let fill = Plan {
+        load: Load::Closed(Stages::constant(4.0, Duration::from_secs(3600))),
+        count: Some(plan.keys.len()),
+        warmup: Duration::ZERO,
+        mix: "set=1".parse().expect("static mix"),
+        keys: KeyGen::new(KeyDist::Sequential, plan.keys.len()).expect("non-empty key space"),
+        ..plan.clone()
+    };
+    let out = run(fill, target.clone(), |_, _| {}).await;
+    let errors = out.gathered.totals.error_count();
+    if errors > 0 {
+        eprintln!("warning: {errors} writes of the prefill failed");
+    }
 }
 
 /// The target, and for `engine` the cache and namespace (to read its counters).

@@ -188,3 +188,43 @@ fn engine_target_with_a_ycsb_preset_then_report() {
     let (code, _, err) = load_test(&["report", "--input", "/nonexistent.json"]);
     assert_eq!(code, Some(2), "{err}");
 }
+
+#[test]
+fn benchmark_prefills_then_times_a_fixed_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let (code, out, err) = load_test(&[
+        "benchmark",
+        "--operation",
+        "get",
+        "--count",
+        "5000",
+        "--keys",
+        "500",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["ops"], 5000, "the prefill is not timed");
+    assert_eq!(r["hit_rate"], 1.0, "every read finds its prefilled key");
+
+    let s = Strata::start("");
+    let (code, out, err) = load_test(&[
+        "benchmark",
+        &s.url(""),
+        "--operation",
+        "mixed",
+        "--batch-size",
+        "5",
+        "--count",
+        "2000",
+        "--keys",
+        "200",
+        "-u",
+        "4",
+    ]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("operations  2000"), "{out}");
+    assert!(out.contains("hit rate    100.00%"), "{out}");
+}
