@@ -5,4 +5,5 @@ pub mod cli;
 pub mod config;
 pub mod loadtest;
 pub mod logging;
+pub mod scenario;
 pub mod server;

@@ -108,7 +108,11 @@ pub const EXIT_REGRESSION: u8 = 4;
 pub struct LoadTestArgs {
     /// `engine`, `redis://host:port`, `http://host:7070` with --namespace (strata's
     /// cache API), or any URL, where `{key}` and `{n}` are replaced per request.
-    target: String,
+    #[arg(required_unless_present = "scenario")]
+    pub(crate) target: Option<String>,
+    /// A TOML file of named runs, run in sequence and compared in one table.
+    #[arg(long, conflicts_with = "target")]
+    pub(crate) scenario: Option<PathBuf>,
     /// Namespace (cache API and engine targets).
     #[arg(long)]
     namespace: Option<String>,
@@ -184,13 +188,13 @@ pub struct LoadTestArgs {
     max_regression: String,
     /// Write the full report (with encoded histograms) here.
     #[arg(long)]
-    json: Option<PathBuf>,
+    pub(crate) json: Option<PathBuf>,
     /// Write a self-contained HTML page with charts here.
     #[arg(long)]
     html: Option<PathBuf>,
     /// No progress bar.
     #[arg(long, short)]
-    quiet: bool,
+    pub(crate) quiet: bool,
     /// Write every key once, in order, before the run (untimed), so that reads hit.
     #[arg(long)]
     prefill: bool,
@@ -290,13 +294,24 @@ pub fn benchmark(b: BenchmarkArgs) -> ExitCode {
     }
 }
 
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(2)
 }
 
 /// Runs `strata load-test`.
 pub fn main(a: LoadTestArgs) -> ExitCode {
+    if let Some(file) = a.scenario.clone() {
+        return crate::scenario::run(&file, a);
+    }
+    execute(a, "load-test", &mut None)
+}
+
+/// One run; the report (when the run got that far) is left in `slot`.
+pub(crate) fn execute(a: LoadTestArgs, name: &str, slot: &mut Option<Report>) -> ExitCode {
+    if a.target.is_none() {
+        return fail("give a target, or --scenario FILE");
+    }
     let thresholds: Vec<Threshold> = match a.thresholds.iter().map(|t| t.parse()).collect() {
         Ok(t) => t,
         Err(e) => return fail(e),
@@ -429,7 +444,7 @@ pub fn main(a: LoadTestArgs) -> ExitCode {
         let mut resources = own_resources();
         resources.cpu_seconds -= cpu_before;
         let mut report = Report::new(
-            "load-test",
+            name,
             described,
             settings,
             &out.gathered.totals,
@@ -461,6 +476,7 @@ pub fn main(a: LoadTestArgs) -> ExitCode {
                 .collect();
         }
         let verdicts: Vec<Verdict> = thresholds.iter().map(|t| t.check(&report)).collect();
+        *slot = Some(report.clone());
         let changes = baseline
             .as_ref()
             .map(|b| compare(b, &report, max_regression))
@@ -523,7 +539,7 @@ async fn prefill(target: &Target, plan: &Plan) {
 async fn build_target(
     a: &LoadTestArgs,
 ) -> Result<(Target, Option<(strata_cache::Cache, String)>), String> {
-    let t = a.target.as_str();
+    let t = a.target.as_deref().unwrap_or_default();
     if t == "engine" {
         let cfg = match &a.config {
             Some(p) => {
@@ -596,7 +612,7 @@ fn settings(a: &LoadTestArgs) -> BTreeMap<String, String> {
     let mut put = |k: &str, v: String| {
         s.insert(k.to_owned(), v);
     };
-    put("target", a.target.clone());
+    put("target", a.target.clone().unwrap_or_default());
     match a.rate {
         Some(r) => put("rate", r.to_string()),
         None => put("users", a.users.to_string()),

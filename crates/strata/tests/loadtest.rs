@@ -228,3 +228,57 @@ fn benchmark_prefills_then_times_a_fixed_count() {
     assert!(out.contains("operations  2000"), "{out}");
     assert!(out.contains("hit rate    100.00%"), "{out}");
 }
+
+#[test]
+fn scenario_runs_in_sequence_and_compares() {
+    let s = Strata::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scenario.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+            [defaults]
+            count = 1000
+            keys = 100
+            users = 2
+
+            [[run]]
+            name = "cache api"
+            target = "{}"
+            namespace = "sc"
+            prefill = true
+
+            [[run]]
+            name = "engine, impossible gate"
+            target = "engine"
+            threshold = ["p50<0.0001ms"]
+            "#,
+            s.url("")
+        ),
+    )
+    .unwrap();
+    let json = dir.path().join("all.json");
+    let (code, out, err) = load_test(&[
+        "load-test",
+        "--scenario",
+        file.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    // Both ran; the second's gate failed, so the scenario exits 3.
+    assert_eq!(code, Some(3), "{out}\n{err}");
+    assert!(out.contains("== cache api") && out.contains("== engine, impossible gate"), "{out}");
+    let table = out.split("ops/s vs 1").nth(1).expect("comparison table");
+    assert!(table.contains("cache api") && table.contains("engine, impossible gate"), "{out}");
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(all["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(all["runs"][0]["hit_rate"], 1.0, "prefilled reads hit");
+
+    // A run with a bad flag stops the scenario before anything runs.
+    std::fs::write(&file, "[[run]]\ntarget = \"engine\"\nusres = 3\n").unwrap();
+    let (code, out, err) = load_test(&["load-test", "--scenario", file.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{out}\n{err}");
+    assert!(err.contains("--usres"), "{err}");
+    assert!(!out.contains("=="), "{out}");
+}
