@@ -8,6 +8,7 @@ pub mod dist;
 pub mod driver;
 pub mod h1;
 pub mod html;
+pub mod promtext;
 pub mod recorder;
 pub mod report;
 pub mod runner;

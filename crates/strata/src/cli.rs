@@ -40,6 +40,11 @@ pub(crate) enum Command {
         strata benchmark http://127.0.0.1:7070 --operation mixed -u 16 --count 200000\n  \
         strata benchmark redis://127.0.0.1:6379 --operation get --batch-size 10")]
     Benchmark(crate::loadtest::BenchmarkArgs),
+    /// Watch a running server's rates (requests, errors, p99, hits, memory) live.
+    #[command(after_help = "Examples:\n  \
+        strata metrics --url http://127.0.0.1:7070 --duration 60s --interval 5s\n  \
+        strata metrics --interval 1s --json | jq .hit_rate")]
+    Metrics(crate::watch::MetricsArgs),
     /// Re-render a saved load-test run, with details and recommendations.
     #[command(after_help = "Examples:\n  \
         strata report --input run.json --detailed --recommendations\n  \
@@ -127,6 +132,7 @@ pub fn main() -> ExitCode {
         Command::LoadTest(args) => crate::loadtest::main(*args),
         Command::Report(args) => crate::loadtest::report(args),
         Command::Benchmark(args) => crate::loadtest::benchmark(args),
+        Command::Metrics(args) => crate::watch::main(args),
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::EXAMPLE);
             ExitCode::SUCCESS

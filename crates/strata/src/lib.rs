@@ -7,3 +7,4 @@ pub mod loadtest;
 pub mod logging;
 pub mod scenario;
 pub mod server;
+pub mod watch;

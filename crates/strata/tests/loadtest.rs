@@ -268,9 +268,15 @@ fn scenario_runs_in_sequence_and_compares() {
     ]);
     // Both ran; the second's gate failed, so the scenario exits 3.
     assert_eq!(code, Some(3), "{out}\n{err}");
-    assert!(out.contains("== cache api") && out.contains("== engine, impossible gate"), "{out}");
+    assert!(
+        out.contains("== cache api") && out.contains("== engine, impossible gate"),
+        "{out}"
+    );
     let table = out.split("ops/s vs 1").nth(1).expect("comparison table");
-    assert!(table.contains("cache api") && table.contains("engine, impossible gate"), "{out}");
+    assert!(
+        table.contains("cache api") && table.contains("engine, impossible gate"),
+        "{out}"
+    );
     let all: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(all["runs"].as_array().unwrap().len(), 2);
     assert_eq!(all["runs"][0]["hit_rate"], 1.0, "prefilled reads hit");
@@ -281,4 +287,42 @@ fn scenario_runs_in_sequence_and_compares() {
     assert_eq!(code, Some(2), "{out}\n{err}");
     assert!(err.contains("--usres"), "{err}");
     assert!(!out.contains("=="), "{out}");
+}
+
+#[test]
+fn metrics_watches_a_live_server() {
+    let s = Strata::start("");
+    let base = s.url("");
+    // Traffic in the background while `strata metrics` watches.
+    let traffic = std::process::Command::new(common::strata_bin())
+        .args(["load-test", &base, "--namespace", "m", "-u", "2", "-d", "3s", "-q"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (code, out, err) = load_test(&[
+        "metrics",
+        "--url",
+        &base,
+        "--duration",
+        "2s",
+        "--interval",
+        "500ms",
+        "--json",
+    ]);
+    let _ = traffic.wait_with_output();
+    assert_eq!(code, Some(0), "{err}");
+    let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(rows.len() >= 3, "{out}");
+    assert!(
+        rows.iter().any(|r| r["requests_per_s"].as_f64().unwrap() > 10.0
+            && r["p99_ms"].as_f64().is_some()
+            && r["hit_rate"].as_f64().is_some()),
+        "{out}"
+    );
+    assert!(rows.iter().all(|r| r["rss_bytes"].as_f64().unwrap() > 0.0));
+    // Nothing listening: a clear error, exit 1.
+    let port = strata_testkit::free_loopback_port();
+    let (code, _, err) = load_test(&["metrics", "--url", &format!("http://127.0.0.1:{port}")]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("error:"), "{err}");
 }
