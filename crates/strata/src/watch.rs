@@ -76,8 +76,8 @@ fn row(prev: &[Sample], cur: &[Sample], t: f64, dt: f64) -> Row {
         hits_per_s: (h1 + h2) / dt,
         misses_per_s: (lookups - h1 - h2).max(0.0) / dt,
         hit_rate: (lookups > 0.0).then(|| (h1 + h2) / lookups),
-        l1_bytes: sum(cur, "strata_cache_size_bytes", &all),
-        rss_bytes: sum(cur, "process_resident_memory_bytes", &all),
+        l1_bytes: sum(cur, "strata_cache_size_bytes", all),
+        rss_bytes: sum(cur, "process_resident_memory_bytes", all),
     }
 }
 

@@ -295,7 +295,17 @@ fn metrics_watches_a_live_server() {
     let base = s.url("");
     // Traffic in the background while `strata metrics` watches.
     let traffic = std::process::Command::new(common::strata_bin())
-        .args(["load-test", &base, "--namespace", "m", "-u", "2", "-d", "3s", "-q"])
+        .args([
+            "load-test",
+            &base,
+            "--namespace",
+            "m",
+            "-u",
+            "2",
+            "-d",
+            "3s",
+            "-q",
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -311,12 +321,16 @@ fn metrics_watches_a_live_server() {
     ]);
     let _ = traffic.wait_with_output();
     assert_eq!(code, Some(0), "{err}");
-    let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(rows.len() >= 3, "{out}");
     assert!(
-        rows.iter().any(|r| r["requests_per_s"].as_f64().unwrap() > 10.0
-            && r["p99_ms"].as_f64().is_some()
-            && r["hit_rate"].as_f64().is_some()),
+        rows.iter()
+            .any(|r| r["requests_per_s"].as_f64().unwrap() > 10.0
+                && r["p99_ms"].as_f64().is_some()
+                && r["hit_rate"].as_f64().is_some()),
         "{out}"
     );
     assert!(rows.iter().all(|r| r["rss_bytes"].as_f64().unwrap() > 0.0));
