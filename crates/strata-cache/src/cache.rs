@@ -111,7 +111,7 @@ pub(crate) struct NsState {
 const MAX_NEGATIVE: usize = 10_000;
 
 impl NsState {
-    fn epoch(&self) -> u32 {
+    pub(crate) fn epoch(&self) -> u32 {
         self.epoch.load(Ordering::Acquire)
     }
 

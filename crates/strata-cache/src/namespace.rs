@@ -14,6 +14,7 @@ use crate::envelope::CODEC_RAW;
 use crate::error::{CacheError, Result};
 use crate::invalidation::Invalidation;
 use crate::key::CacheKey;
+use crate::memory::Lookup;
 
 /// A namespace whose keys are `K` and values `V`, stored with the namespace's format.
 ///
@@ -149,6 +150,28 @@ impl RawNamespace {
         opts: &SetOptions,
     ) -> Result<()> {
         self.cache.inner.set_many(&self.ns, entries, opts).await
+    }
+
+    /// Whether this instance holds `key` in its memory tier right now (no Redis
+    /// call, no counters). For diagnostics such as measuring how fast an
+    /// invalidation reaches an instance.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> strata_cache::Result<()> {
+    /// let cache = strata_cache::Cache::builder().build().await?;
+    /// let ns = cache.raw("n")?;
+    /// ns.set("k", "v".into(), Default::default()).await?;
+    /// assert!(ns.in_memory("k"));
+    /// ns.delete("k").await?;
+    /// assert!(!ns.in_memory("k"));
+    /// # Ok(()) }
+    /// ```
+    pub fn in_memory(&self, key: &str) -> bool {
+        self.ns.policy.uses_l1()
+            && matches!(
+                self.cache.inner.l1.get(self.ns.id, key, self.ns.epoch()),
+                Lookup::Hit(_)
+            )
     }
 
     /// Reads many keys, in the order given.

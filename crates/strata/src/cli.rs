@@ -40,6 +40,12 @@ pub(crate) enum Command {
         strata benchmark http://127.0.0.1:7070 --operation mixed -u 16 --count 200000\n  \
         strata benchmark redis://127.0.0.1:6379 --operation get --batch-size 10")]
     Benchmark(crate::loadtest::BenchmarkArgs),
+    /// Time invalidations and their propagation to a second instance sharing Redis.
+    #[command(after_help = "Examples:\n  \
+        strata invalidation-test --redis-url redis://127.0.0.1:6379 --entries 10000\n  \
+        strata invalidation-test --redis-url redis+cluster://127.0.0.1:7000 --pattern 'user:{n}' --json inv.json\n\n\
+        Exit codes: 0 every invalidation reached the second instance, 3 some did not within --timeout.")]
+    InvalidationTest(crate::invtest::InvalidationTestArgs),
     /// Watch a running server's rates (requests, errors, p99, hits, memory) live.
     #[command(after_help = "Examples:\n  \
         strata metrics --url http://127.0.0.1:7070 --duration 60s --interval 5s\n  \
@@ -133,6 +139,7 @@ pub fn main() -> ExitCode {
         Command::Report(args) => crate::loadtest::report(args),
         Command::Benchmark(args) => crate::loadtest::benchmark(args),
         Command::Metrics(args) => crate::watch::main(args),
+        Command::InvalidationTest(args) => crate::invtest::main(args),
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::EXAMPLE);
             ExitCode::SUCCESS

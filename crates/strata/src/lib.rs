@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod invtest;
 pub mod loadtest;
 pub mod logging;
 pub mod scenario;

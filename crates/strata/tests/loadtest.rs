@@ -340,3 +340,57 @@ fn metrics_watches_a_live_server() {
     assert_eq!(code, Some(1));
     assert!(err.contains("error:"), "{err}");
 }
+
+#[test]
+fn invalidation_test_measures_propagation_and_fails_when_it_does_not_arrive() {
+    let redis = strata_testkit::RedisServer::start().expect("redis-server");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("inv.json");
+    let url = redis.url();
+    let (code, out, err) = load_test(&[
+        "invalidation-test",
+        "--redis-url",
+        &url,
+        "--entries",
+        "200",
+        "--rounds",
+        "10",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let kinds: Vec<&str> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["key", "prefix", "tag"]);
+    for k in r["results"].as_array().unwrap() {
+        assert_eq!(k["missed"], 0, "{k}");
+        assert!(k["propagation_p50_ms"].as_f64().unwrap() > 0.0, "{k}");
+        assert!(
+            k["entries_per_invalidation"].as_f64().unwrap() >= 1.0,
+            "{k}"
+        );
+    }
+    // With PUBLISH refused, invalidations never reach the second instance: exit 3.
+    assert!(redis
+        .command("ACL SETUSER default -publish")
+        .unwrap()
+        .starts_with("+OK"));
+    let (code, out, err) = load_test(&[
+        "invalidation-test",
+        "--redis-url",
+        &url,
+        "--entries",
+        "20",
+        "--rounds",
+        "2",
+        "--timeout",
+        "300ms",
+    ]);
+    assert_eq!(code, Some(3), "{out}\n{err}");
+    assert!(err.contains("never reached the second instance"), "{err}");
+}
