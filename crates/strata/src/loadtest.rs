@@ -470,10 +470,7 @@ pub(crate) fn execute(a: LoadTestArgs, name: &str, slot: &mut Option<Report>) ->
         }
         if let Some(u) = &metrics_url {
             let after = scrape(u).await;
-            report.server = after
-                .iter()
-                .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
-                .collect();
+            report.server = server_delta(&before, &after);
         }
         let verdicts: Vec<Verdict> = thresholds.iter().map(|t| t.check(&report)).collect();
         *slot = Some(report.clone());
@@ -657,23 +654,39 @@ fn progress_bar(plan: &Plan, quiet: bool) -> Option<indicatif::ProgressBar> {
 
 /// Sums of `strata_*` counters in a Prometheus scrape, by family (labels summed).
 async fn scrape(url: &str) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
     let Ok(text) = http_get(url).await else {
-        return out;
+        return BTreeMap::new();
     };
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let name = series.split('{').next().unwrap_or(series);
-        if !(name.starts_with("strata_cache_") && name.ends_with("_total")) {
-            continue;
-        }
-        if let Ok(v) = value.parse::<f64>() {
-            *out.entry(name.to_owned()).or_insert(0.0) += v;
+    let mut out = BTreeMap::new();
+    for sample in strata_bench::promtext::parse(&text) {
+        let name = sample.name.as_str();
+        let wanted = (name.starts_with("strata_cache_") && name.ends_with("_total"))
+            || name == "process_cpu_seconds_total"
+            || name == "process_resident_memory_bytes";
+        if wanted {
+            *out.entry(name.to_owned()).or_insert(0.0) += sample.value;
         }
     }
     out
+}
+
+/// What the server did during the run: counters as changes, gauges as their value
+/// at the end.
+fn server_delta(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| {
+            let v = if k.ends_with("_total") {
+                v - before.get(k).copied().unwrap_or(0.0)
+            } else {
+                *v
+            };
+            (k.clone(), v)
+        })
+        .collect()
 }
 
 async fn http_get(url: &str) -> Result<String, String> {
@@ -743,7 +756,11 @@ fn print_summary(r: &Report, verdicts: &[Verdict], changes: &[strata_bench::repo
         r.resources.max_rss_bytes as f64 / (1 << 20) as f64
     );
     for (k, v) in &r.server {
-        println!("server      {k} +{v}");
+        if k.ends_with("_total") {
+            println!("server      {k} +{v}");
+        } else {
+            println!("server      {k} {v} (at the end)");
+        }
     }
     for v in verdicts {
         println!(

@@ -76,6 +76,15 @@ fn against_strata_serve_with_json_and_server_counters() {
     let sets = r["server"]["strata_cache_sets_total"].as_f64().unwrap();
     let hits = r["server"]["strata_cache_hits_total"].as_f64().unwrap();
     assert!(sets > 400.0 && hits > 0.0, "{}", r["server"]);
+    // And what it cost the server.
+    // (CPU is counted in 10 ms ticks: present, possibly 0 for so short a run.)
+    assert!(r["server"]["process_cpu_seconds_total"].as_f64().unwrap() >= 0.0);
+    assert!(
+        r["server"]["process_resident_memory_bytes"]
+            .as_f64()
+            .unwrap()
+            > 1e6
+    );
     assert!(r["hit_rate"].as_f64().unwrap() > 0.0);
     assert!(!r["histograms"]["corrected"].as_str().unwrap().is_empty());
 }
