@@ -62,15 +62,12 @@ async fn every_endpoint_round_trips() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r: Value = c
-        .post(s.url("/v1/cache/user/_mget"))
-        .json(&json!({"keys": ["a", "b", "zz"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(
+        &c,
+        &s.url("/v1/cache/user/_mget"),
+        &json!({"keys": ["a", "b", "zz"]}),
+    )
+    .await;
     let items = r["items"].as_array().unwrap();
     assert_eq!(items[0]["value"], json!({"n": 1}));
     assert_eq!(items[0]["tier"], "l1");
@@ -79,15 +76,12 @@ async fn every_endpoint_round_trips() {
     assert_eq!(items[2]["found"], false);
 
     // Invalidation by tag drops exactly the tagged entries.
-    let r: Value = c
-        .post(s.url("/v1/invalidate"))
-        .json(&json!({"namespace": "user", "tags": ["img"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(
+        &c,
+        &s.url("/v1/invalidate"),
+        &json!({"namespace": "user", "tags": ["img"]}),
+    )
+    .await;
     assert_eq!(r["invalidated"], 1);
     assert_eq!(
         c.get(s.url("/v1/cache/user/b"))
@@ -106,43 +100,34 @@ async fn every_endpoint_round_trips() {
         200
     );
     // By prefix.
-    let r: Value = c
-        .post(s.url("/v1/invalidate"))
-        .json(&json!({"namespace": "user", "prefix": "org/"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(
+        &c,
+        &s.url("/v1/invalidate"),
+        &json!({"namespace": "user", "prefix": "org/"}),
+    )
+    .await;
     assert_eq!(r["invalidated"], 1);
     // By keys.
-    let r: Value = c
-        .post(s.url("/v1/invalidate"))
-        .json(&json!({"namespace": "user", "keys": ["a"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(
+        &c,
+        &s.url("/v1/invalidate"),
+        &json!({"namespace": "user", "keys": ["a"]}),
+    )
+    .await;
     assert_eq!(r["invalidated"], 1);
 
     // Preload is best effort and says what it refused.
-    let r: Value = c
-        .post(s.url("/v1/cache/user/_preload"))
-        .json(&json!([
+    let r: Value = post_json(
+        &c,
+        &s.url("/v1/cache/user/_preload"),
+        &json!([
             {"key": "p1", "value": "one"},
             {"key": "p2", "value": [2]},
             {"key": "", "value": 3},
             {"key": "p4"},
-        ]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ]),
+    )
+    .await;
     assert_eq!(r["loaded"], 2, "{r}");
     let failed: Vec<u64> = r["failed"]
         .as_array()
@@ -545,4 +530,16 @@ async fn metrics_are_valid_and_named_as_documented() {
     } else if std::env::var_os("STRATA_REQUIRE_SERVICES").is_some() {
         panic!("promtool is required (apt-get install prometheus)");
     }
+}
+
+/// POSTs JSON and returns the JSON answer.
+async fn post_json(c: &reqwest::Client, url: &str, body: &Value) -> Value {
+    c.post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }

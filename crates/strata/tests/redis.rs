@@ -108,43 +108,10 @@ async fn redis_restart_under_traffic_fails_no_get() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let r: Value = c
-            .get(s.url("/ready"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if r["status"] == "degraded" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never marked degraded: {r}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_ready_status(&c, &s, "degraded").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     redis.restart().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let r: Value = c
-            .get(s.url("/ready"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if r["status"] == "ready" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Redis tier did not come back: {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_ready_status(&c, &s, "ready").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -155,4 +122,24 @@ async fn redis_restart_under_traffic_fails_no_get() {
         ok.load(Ordering::Relaxed) > 100,
         "too little traffic to mean anything"
     );
+}
+
+/// Polls `/ready` until it reports `status`, for at most 5 s.
+async fn wait_for_ready_status(c: &reqwest::Client, s: &Strata, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r: Value = c
+            .get(s.url("/ready"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["status"] == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/ready never said {status}: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
