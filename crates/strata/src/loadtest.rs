@@ -125,7 +125,7 @@ pub struct LoadTestArgs {
     /// How long to run (ignored with --stages).
     #[arg(long, short, default_value = "30s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// Stop after this many operations.
+    /// Stop after this many operations (or at the end of --duration, if sooner).
     #[arg(long, short = 'n')]
     count: Option<u64>,
     /// Closed loop: concurrent users.
@@ -276,6 +276,9 @@ pub fn benchmark(b: BenchmarkArgs) -> ExitCode {
         s("uniform"),
         s("-n"),
         b.count.to_string(),
+        // The count ends the run, not the clock.
+        s("--duration"),
+        s("24h"),
         s("-u"),
         b.users.to_string(),
         s("--batch-size"),
