@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Fuzzes the parsers of untrusted bytes: entries read from Redis (envelope_decode) and
-# messages on the invalidation channel (invalidation_message). Needs a nightly
-# toolchain (cargo fuzz builds with sanitizers) and cargo-fuzz:
+# Fuzzes the parsers of untrusted bytes: entries read from Redis (envelope_decode),
+# messages on the invalidation channel (invalidation_message), HTTP responses read by
+# the load generator (h1_response) and scraped /metrics text (promtext). Needs a
+# nightly toolchain (cargo fuzz builds with sanitizers) and cargo-fuzz:
 #   rustup toolchain install nightly && cargo install cargo-fuzz
 # Usage: scripts/fuzz.sh [seconds per target, default 60]
 set -euo pipefail
-cd "$(dirname "$0")/../crates/strata-cache/fuzz"
+root="$(cd "$(dirname "$0")/.." && pwd)"
 secs="${1:-60}"
-for target in envelope_decode invalidation_message; do
-  echo "== $target ($secs s)"
-  cargo +nightly fuzz run "$target" -- -max_total_time="$secs"
-done
+run() {
+  local dir="$1"; shift
+  for target in "$@"; do
+    echo "== $target ($secs s)"
+    (cd "$root/$dir" && cargo +nightly fuzz run "$target" -- -max_total_time="$secs")
+  done
+}
+run crates/strata-cache/fuzz envelope_decode invalidation_message
+run crates/strata-bench/fuzz h1_response promtext
