@@ -231,15 +231,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     crate::logging::init(&cfg.log_level(), cfg.log_format());
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(true) {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async {
         let server = match crate::server::Server::bind(cfg).await {
@@ -252,6 +246,20 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
+    })
+}
+
+/// The Tokio runtime a command runs on (a thread per core, or the calling thread);
+/// on failure, the error is printed and the exit code returned.
+pub(crate) fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut b = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        ExitCode::FAILURE
     })
 }
 

@@ -79,12 +79,9 @@ pub fn main(a: InvalidationTestArgs) -> ExitCode {
     if !a.pattern.contains("{n}") {
         return fail("--pattern must contain {n}");
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::cli::runtime(true) {
         Ok(rt) => rt,
-        Err(e) => return fail(e),
+        Err(code) => return code,
     };
     rt.block_on(async move {
         let build = || async {

@@ -395,12 +395,9 @@ pub(crate) fn execute(a: LoadTestArgs, name: &str, slot: &mut Option<Report>) ->
         max_lateness: Duration::from_secs(10),
         uses_keys: true,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::cli::runtime(true) {
         Ok(rt) => rt,
-        Err(e) => return fail(e),
+        Err(code) => return code,
     };
     rt.block_on(async move {
         let (target, engine) = match build_target(&a).await {

@@ -87,12 +87,9 @@ pub fn main(a: MetricsArgs) -> ExitCode {
         return fail("--interval must be longer than 0");
     }
     let url = format!("{}/metrics", a.url.trim_end_matches('/'));
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::cli::runtime(false) {
         Ok(rt) => rt,
-        Err(e) => return fail(e),
+        Err(code) => return code,
     };
     rt.block_on(async move {
         let template = HttpTemplate {

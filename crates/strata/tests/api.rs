@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, error_code, Strata};
+use common::{client, error_code, get_json, post_json, Strata};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -177,14 +177,7 @@ async fn every_endpoint_round_trips() {
     );
 
     // Stats reflect the traffic.
-    let st: Value = c
-        .get(s.url("/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st: Value = get_json(&c, &s.url("/v1/stats")).await;
     let user = &st["namespaces"]["user"];
     assert!(user["l1"]["hits"].as_u64().unwrap() >= 5, "{st}");
     assert!(user["l1"]["misses"].as_u64().unwrap() >= 3, "{st}");
@@ -197,23 +190,9 @@ async fn every_endpoint_round_trips() {
     assert_eq!(st["tiers"]["l2"]["configured"], false);
 
     // Health and readiness.
-    let r: Value = c
-        .get(s.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = get_json(&c, &s.url("/health")).await;
     assert_eq!(r["status"], "ok");
-    let r: Value = c
-        .get(s.url("/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = get_json(&c, &s.url("/ready")).await;
     assert_eq!(r["status"], "ready");
 }
 
@@ -530,16 +509,4 @@ async fn metrics_are_valid_and_named_as_documented() {
     } else if std::env::var_os("STRATA_REQUIRE_SERVICES").is_some() {
         panic!("promtool is required (apt-get install prometheus)");
     }
-}
-
-/// POSTs JSON and returns the JSON answer.
-async fn post_json(c: &reqwest::Client, url: &str, body: &Value) -> Value {
-    c.post(url)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }

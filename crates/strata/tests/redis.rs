@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{client, Strata};
+use common::{client, get_json, Strata};
 use serde_json::Value;
 use strata_testkit::RedisServer;
 
@@ -53,14 +53,7 @@ async fn instances_share_l2_and_invalidate_each_other() {
         assert!(Instant::now() < deadline, "B still serves the old value");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let st: Value = c
-        .get(b.url("/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st: Value = get_json(&c, &b.url("/v1/stats")).await;
     assert_eq!(st["tiers"]["l2"]["up"], true);
     assert!(
         st["invalidation_messages"]["received"].as_u64().unwrap() >= 1,
@@ -142,14 +135,7 @@ async fn redis_restart_under_traffic_fails_no_get() {
 async fn wait_for_ready_status(c: &reqwest::Client, s: &Strata, status: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r: Value = c
-            .get(s.url("/ready"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r: Value = get_json(c, &s.url("/ready")).await;
         if r["status"] == status {
             return;
         }

@@ -175,3 +175,24 @@ pub async fn error_code(res: reqwest::Response) -> (u16, String) {
             .to_owned(),
     )
 }
+
+/// GETs a URL and returns its JSON body.
+pub async fn get_json(c: &reqwest::Client, url: &str) -> serde_json::Value {
+    c.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// POSTs JSON and returns the JSON answer.
+pub async fn post_json(
+    c: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    c.post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
