@@ -380,10 +380,10 @@ impl RedisTier {
             .transpose()
             .map_err(|e| CacheError::Redis(e.to_string()))?
             .unwrap_or_default();
-        let pttls: Vec<i64> = it.map(|v| i64::from_redis_value(v).unwrap_or(-1)).collect();
+        let pttls: Vec<i64> = it.map(|v| i64::from_redis_value(v).unwrap_or(-2)).collect();
         Ok(values
             .into_iter()
-            .zip(pttls.into_iter().chain(std::iter::repeat(-1)))
+            .zip(pttls.into_iter().chain(std::iter::repeat(-2)))
             .map(|(v, t)| v.map(|b| raw(b, t)))
             .collect())
     }
@@ -571,10 +571,19 @@ impl RedisTier {
     }
 }
 
+/// PTTL's answer for a key without an expiry. Any other negative answer (-2: the key
+/// is gone) or an unreadable one means the value expired between GET and PTTL, which
+/// are separate commands even in one pipeline: it may be returned once but must not
+/// fill L1, so it gets a remaining TTL of zero rather than "no expiry".
+const PTTL_NO_EXPIRY: i64 = -1;
+
 fn raw(bytes: Vec<u8>, pttl: i64) -> Raw {
     Raw {
         bytes: Bytes::from(bytes),
-        pttl_ms: (pttl >= 0).then_some(pttl as u64),
+        pttl_ms: match pttl {
+            PTTL_NO_EXPIRY => None,
+            t => Some(t.max(0) as u64),
+        },
     }
 }
 
@@ -624,5 +633,14 @@ mod tests {
         assert!(c.is_open());
         assert!(c.close());
         assert!(!c.is_open());
+    }
+
+    #[test]
+    fn a_key_gone_between_get_and_pttl_is_not_kept() {
+        assert_eq!(raw(b"v".to_vec(), 250).pttl_ms, Some(250));
+        assert_eq!(raw(b"v".to_vec(), -1).pttl_ms, None, "no expiry");
+        // -2: the key expired after GET read it. Zero, so L1 skips it, never "forever".
+        assert_eq!(raw(b"v".to_vec(), -2).pttl_ms, Some(0));
+        assert_eq!(raw(b"v".to_vec(), i64::MIN).pttl_ms, Some(0));
     }
 }
