@@ -13,19 +13,14 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
 ROUNDS=${2:-3}
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-fi
+. bench/lib.sh
+need wrk:wrk nginx:nginx curl:curl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release -q -p strata
 work=$(mktemp -d)
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SPORT=$(free_port); NPORT=$(free_port)
 
 # The value: 885 bytes of JSON-like text.
@@ -35,7 +30,7 @@ test "$(wc -c < "$work/value.json")" -eq 885
 # strata
 RUST_LOG=warn target/release/strata serve --listen "127.0.0.1:$SPORT" > "$work/strata.log" 2>&1 &
 echo $! > "$work/strata.pid"
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$SPORT/health" >/dev/null && break; sleep 0.1; done
+wait_url "http://127.0.0.1:$SPORT/health"
 curl -sf -X PUT -H 'content-type: application/json' --data-binary @"$work/value.json" \
   "http://127.0.0.1:$SPORT/v1/cache/bench/item" >/dev/null
 
@@ -51,15 +46,7 @@ pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log warn;
 events { worker_connections 1024; }
 http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  client_body_temp_path $work/nginx;
-  proxy_temp_path $work/nginx;
-  fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx;
-  scgi_temp_path $work/nginx;
+$(nginx_http_common "$work")
   server {
     listen 127.0.0.1:$NPORT;
     location / { root $work/www; default_type application/json; }
@@ -68,23 +55,9 @@ http {
 CONF
 "$NGINX" -c "$work/nginx.conf" -p "$work/nginx" > /dev/null 2>&1 &
 echo $! > "$work/nginx.pid"
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$NPORT/item" >/dev/null && break; sleep 0.1; done
+wait_url "http://127.0.0.1:$NPORT/item"
 cmp <(curl -s "http://127.0.0.1:$SPORT/v1/cache/bench/item") <(curl -s "http://127.0.0.1:$NPORT/item")
 
-# One wrk run: prints "rps p50_ms p99_ms".
-run() {
-  wrk -t1 -c50 -d"$DURATION" --latency "$1" | python3 -c '
-import re, sys
-t = sys.stdin.read()
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-def ms(q):
-    v, unit = re.search(r"^\s+" + q + r"%\s+([\d.]+)(us|ms|s)\s*$", t, re.M).groups()
-    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-if errors: sys.exit("non-2xx responses: " + errors.group(1))
-p50, p99 = ms("50"), ms("99")
-print(f"{rps:.0f} {p50:.3f} {p99:.3f}")'
-}
 
 # Warm-up, then alternate.
 wrk -t1 -c50 -d2s "http://127.0.0.1:$SPORT/v1/cache/bench/item" > /dev/null
@@ -92,8 +65,8 @@ wrk -t1 -c50 -d2s "http://127.0.0.1:$NPORT/item" > /dev/null
 printf "%-6s %-7s %12s %9s %9s\n" round server "requests/s" "p50 ms" "p99 ms"
 : > "$work/results"
 for r in $(seq "$ROUNDS"); do
-  read -r srps sp50 sp99 < <(run "http://127.0.0.1:$SPORT/v1/cache/bench/item")
-  read -r nrps np50 np99 < <(run "http://127.0.0.1:$NPORT/item")
+  read -r srps sp50 sp99 < <(wrk_run "http://127.0.0.1:$SPORT/v1/cache/bench/item")
+  read -r nrps np50 np99 < <(wrk_run "http://127.0.0.1:$NPORT/item")
   printf "%-6s %-7s %12s %9s %9s\n" "$r" strata "$srps" "$sp50" "$sp99" "$r" nginx "$nrps" "$np50" "$np99"
   echo "$srps $sp99 $nrps $np99" >> "$work/results"
 done

@@ -15,19 +15,15 @@ DURATION=${1:-10s}
 ROUNDS=${2:-3}
 CONNS=${3:-50}
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-fi
+. bench/lib.sh
+need wrk:wrk nginx:nginx curl:curl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release -q -p strata
 work=$(mktemp -d)
 chmod 755 "$work"
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 mkdir -p "$work/nginx"
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
@@ -36,13 +32,7 @@ pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
-  keepalive_requests 10000000;
-  client_body_temp_path $work/nginx;
-  proxy_temp_path $work/nginx;
-  fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx;
-  scgi_temp_path $work/nginx;
+$(nginx_http_common "$work")
   server {
     listen 127.0.0.1:$PORT;
     location / { return 200 "ok"; }
@@ -51,7 +41,7 @@ http {
 CONF
 "$NGINX" -c "$work/nginx.conf" -p "$work/nginx" > /dev/null 2>&1 &
 echo $! > "$work/nginx.pid"
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/x" >/dev/null && break; sleep 0.1; done
+wait_url "http://127.0.0.1:$PORT/x"
 
 wrk_rps() {
   wrk -t2 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$PORT/x" | awk '/Requests\/sec/ {print $2}'

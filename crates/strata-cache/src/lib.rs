@@ -49,6 +49,7 @@ mod redis_tier;
 mod singleflight;
 mod stats;
 mod tag_index;
+pub mod units;
 
 pub use cache::{Cache, CacheBuilder, Hit, SetOptions, Tier};
 pub use codec::Format;

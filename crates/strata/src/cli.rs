@@ -17,10 +17,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run the cache API, admin API and /metrics.
+    /// Run the cache API, admin API and /metrics, and the caching HTTP proxy when
+    /// configured.
     #[command(after_help = "Examples:\n  \
         strata serve                                  # memory tier on 127.0.0.1:7070\n  \
         strata serve --redis-url redis://127.0.0.1:6379\n  \
+        strata serve --upstream http://127.0.0.1:8000  # + caching proxy on 127.0.0.1:7080\n  \
         strata serve --config /etc/strata/strata.toml\n  \
         STRATA__SERVER__LISTEN=127.0.0.1:9000 strata serve")]
     Serve(ServeArgs),
@@ -103,6 +105,13 @@ pub(crate) struct ServeArgs {
     /// Log filter, e.g. debug or strata=debug,info (log.level).
     #[arg(long)]
     log_level: Option<String>,
+    /// Origin of the caching HTTP proxy, e.g. http://127.0.0.1:8000 (http.upstream);
+    /// turns the proxy on.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Listen address of the HTTP proxy (http.listen, default 127.0.0.1:7080).
+    #[arg(long)]
+    http_listen: Option<String>,
 }
 
 impl ServeArgs {
@@ -118,6 +127,8 @@ impl ServeArgs {
         add("redis.url", self.redis_url.as_deref().map(s));
         add("profile", self.profile.as_deref().map(s));
         add("memory.max_bytes", self.max_memory.as_deref().map(s));
+        add("http.upstream", self.upstream.as_deref().map(s));
+        add("http.listen", self.http_listen.as_deref().map(s));
         add(
             "log.format",
             self.log_format.map(|f| match f {
@@ -218,6 +229,14 @@ fn check(file: Option<PathBuf>, json: bool) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    // A server must outlive clients that hang up: a write to a reset socket fails
+    // with EPIPE instead of killing the process (main restores the default for
+    // the printing commands).
+    #[cfg(unix)]
+    // SAFETY: setting one signal's disposition before the runtime starts threads.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
     let flags = args.flags();
     let cfg: Config = match sources(args.config, flags).map(|s| config::load(&s)) {
         Ok(Ok(c)) => c,

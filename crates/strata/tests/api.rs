@@ -480,33 +480,5 @@ async fn metrics_are_valid_and_named_as_documented() {
         .await
         .unwrap();
     assert!(r.text().await.unwrap().ends_with("# EOF\n"));
-    // promtool, when installed (scripts/test.sh installs it), finds nothing to say.
-    if let Ok(promtool) = strata_testkit::find_binary("promtool") {
-        use std::io::Write;
-        let mut child = std::process::Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success() && said.trim().is_empty(),
-            "promtool: {said}"
-        );
-    } else if std::env::var_os("STRATA_REQUIRE_SERVICES").is_some() {
-        panic!("promtool is required (apt-get install prometheus)");
-    }
+    common::promtool_check_metrics(&text);
 }

@@ -90,6 +90,18 @@ fn the_printed_example_is_a_valid_configuration() {
     std::fs::write(&cfg, &example).unwrap();
     let (st, _, err) = run_cli(&["config", "check", cfg.to_str().unwrap()], &[]);
     assert!(st.success(), "{err}");
+    // The commented-out proxy section is valid once uncommented.
+    let http: String = example
+        .lines()
+        .skip_while(|l| !l.starts_with("# [http]"))
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    assert!(http.contains("[[http.routes]]"), "{http}");
+    std::fs::write(&cfg, format!("{example}\n{http}")).unwrap();
+    let (st, out, err) = run_cli(&["config", "check", cfg.to_str().unwrap()], &[]);
+    assert!(st.success(), "{err}");
+    assert!(out.contains("api/risks/{id}"), "{out}");
 }
 
 #[test]
@@ -168,4 +180,17 @@ fn graceful_shutdown_drains_requests_in_flight() {
     let status = s.wait(Duration::from_secs(15));
     assert!(status.success(), "exit {status}: {}", s.log());
     assert!(s.log().contains("stopped"), "{}", s.log());
+}
+
+#[test]
+fn serve_ignores_sigpipe_so_a_vanished_client_cannot_kill_it() {
+    let s = Strata::start("");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+        .unwrap();
+    // Bit n-1 is signal n; SIGPIPE is 13.
+    assert_ne!(ignored & (1 << 12), 0, "SigIgn = {ignored:x}");
 }

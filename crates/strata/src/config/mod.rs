@@ -15,7 +15,6 @@
 //! ```
 
 mod load;
-mod units;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use strata_cache::{Compression, Format, Placement, Policy, RedisOptions, RedisTarget};
 
 pub use load::{load, ConfigError, Sources};
-pub use units::{Dur, Size};
+pub use strata_cache::units::{Dur, Size};
 
 /// A commented example with every setting, printed by `strata config example`.
 pub const EXAMPLE: &str = include_str!("example.toml");
@@ -61,6 +60,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The caching reverse proxy; absent means no proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<strata_http::HttpConfig>,
 }
 
 /// A set of defaults for an environment.
@@ -478,6 +480,11 @@ impl Config {
             ns.check(&format!("namespaces.{name}"), &mut errs);
         }
         self.cache.default.check("cache.default", &mut errs);
+        if let Some(http) = &self.http {
+            for (field, msg) in http.check() {
+                errs.push((format!("http.{field}"), msg));
+            }
+        }
         if self.encrypts() {
             if let Err(e) = self.keyring() {
                 errs.push(("encryption.keys_env".into(), e));

@@ -10,7 +10,9 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 use strata_cache::TierStats;
 
-use super::error::ApiResult;
+use axum::extract::rejection::JsonRejection;
+
+use super::error::{ApiError, ApiResult};
 use super::metrics::to_prometheus_text;
 use super::AppState;
 use crate::config::Right;
@@ -126,4 +128,39 @@ pub async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Res
         let ct = "text/plain; version=0.0.4; charset=utf-8";
         ([(header::CONTENT_TYPE, ct)], to_prometheus_text(&out)).into_response()
     }
+}
+
+/// `POST /v1/http/purge` with `{"urls":[…],"prefixes":[…],"tags":[…]}`: drops stored
+/// proxy responses. Needs the `write` right on the proxy's namespace.
+pub async fn http_purge(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<strata_http::Purge>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Some(http) = &st.http else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_http_proxy",
+            "this server has no [http] proxy configured",
+        ));
+    };
+    st.auth
+        .caller(&headers)?
+        .require(http.config().namespace(), Right::Write)?;
+    let Json(req) = body.map_err(super::batch_api::json_error)?;
+    let items = req.urls.len() + req.prefixes.len() + req.tags.len();
+    if items == 0 {
+        return Err(ApiError::bad_request(
+            "invalid_purge",
+            "give at least one of urls, prefixes, tags",
+        ));
+    }
+    if items > super::batch_api::MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "too_many",
+            format!("at most {} items per purge", super::batch_api::MAX_BATCH),
+        ));
+    }
+    let n = http.purge(&req).await?;
+    Ok(Json(json!({ "purged": n })))
 }

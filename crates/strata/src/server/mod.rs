@@ -30,7 +30,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
 use strata_cache::Cache;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tracing::Instrument;
 
@@ -53,6 +52,8 @@ pub struct AppState {
     ready: AtomicBool,
     started: Instant,
     request_ids: RequestIds,
+    /// The caching reverse proxy, when `[http]` is configured.
+    http: Option<strata_http::HttpCache>,
 }
 
 /// Why `serve` could not run.
@@ -61,6 +62,9 @@ pub enum ServeError {
     /// The cache could not be built from the configuration.
     #[error("cache: {0}")]
     Cache(#[from] strata_cache::CacheError),
+    /// The HTTP proxy could not be built.
+    #[error("http proxy: {0}")]
+    Http(#[from] strata_http::HttpError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -94,6 +98,8 @@ pub async fn build_cache(cfg: &Config) -> Result<Cache, ServeError> {
 /// A server bound to its address, not yet serving.
 pub struct Server {
     listener: TcpListener,
+    /// The proxy's own listener, when `[http]` is configured.
+    proxy: Option<TcpListener>,
     state: Arc<AppState>,
 }
 
@@ -108,6 +114,18 @@ impl Server {
             .map_err(|source| ServeError::Bind { addr, source })?;
         let mut registry = Registry::default();
         let metrics = ApiMetrics::register(&mut registry, &cache);
+        let (http, proxy) = match &cfg.http {
+            Some(h) => {
+                let http = strata_http::HttpCache::new(h.clone(), &cache)?;
+                let addr = h.listen();
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr, source })?;
+                http.register_metrics(&mut registry);
+                (Some(http), Some(l))
+            }
+            None => (None, None),
+        };
         let state = Arc::new(AppState {
             auth: Auth::from_config(&cfg),
             cache,
@@ -118,8 +136,18 @@ impl Server {
             ready: AtomicBool::new(true),
             started: Instant::now(),
             request_ids: RequestIds::new(),
+            http,
         });
-        Ok(Server { listener, state })
+        Ok(Server {
+            listener,
+            proxy,
+            state,
+        })
+    }
+
+    /// The proxy's bound address, when `[http]` is configured.
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.proxy.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The bound address (useful with port 0).
@@ -133,10 +161,35 @@ impl Server {
     /// flight finish within the configured deadline, and publishes pending
     /// invalidation messages.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, state } = self;
+        let Server {
+            listener,
+            proxy,
+            state,
+        } = self;
         let cfg = state.config.clone();
+        // The proxy stops when the API does; it drains on its own.
+        let (stop_proxy, proxy_stopped) = tokio::sync::watch::channel(false);
+        let proxy_task = match (proxy, &state.http) {
+            (Some(l), Some(http)) => {
+                tracing::info!(
+                    listen = %l.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
+                    upstream = %http.config().upstream,
+                    "http proxy serving"
+                );
+                let mut rx = proxy_stopped.clone();
+                Some(tokio::spawn(strata_http::server::serve_on_workers(
+                    l,
+                    http.clone(),
+                    http.config().workers(),
+                    async move {
+                        let _ = rx.wait_for(|stop| *stop).await;
+                    },
+                    cfg.shutdown_timeout(),
+                )))
+            }
+            _ => None,
+        };
         let app = router(state.clone());
-        let limit = Arc::new(Semaphore::new(cfg.max_connections()));
         let graceful = GracefulShutdown::new();
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
@@ -152,43 +205,33 @@ impl Server {
             tokens = ?state.auth.token_names(),
             "strata serving"
         );
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                _ = &mut shutdown => break,
-                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            };
-            let (stream, peer) = tokio::select! {
-                _ = &mut shutdown => break,
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of descriptors and the like: back off rather than spin.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+        strata_http::server::accept_loop(
+            listener,
+            cfg.max_connections(),
+            shutdown,
+            |stream, peer, permit| {
+                let _ = stream.set_nodelay(true);
+                state.metrics.connections.inc();
+                state.metrics.connections_total.inc();
+                let app = app.clone();
+                let svc =
+                    hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(Peer(peer));
+                        app.clone().oneshot(req.map(axum::body::Body::new))
+                    });
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+                let st = state.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            state.metrics.connections.inc();
-            state.metrics.connections_total.inc();
-            let app = app.clone();
-            let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(Peer(peer));
-                app.clone().oneshot(req.map(axum::body::Body::new))
-            });
-            let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
-            let st = state.clone();
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                st.metrics.connections.dec();
-                drop(permit);
-            });
-        }
-        drop(listener);
+                    st.metrics.connections.dec();
+                    drop(permit);
+                });
+            },
+        )
+        .await;
+        let _ = stop_proxy.send(true);
         state.ready.store(false, Ordering::Release);
         let deadline = cfg.shutdown_timeout();
         tracing::info!(
@@ -205,6 +248,9 @@ impl Server {
         let left = deadline
             .saturating_sub(started.elapsed())
             .max(Duration::from_secs(1));
+        if let Some(t) = proxy_task {
+            let _ = tokio::time::timeout(left, t).await;
+        }
         if !state.cache.flush_invalidations(left).await {
             tracing::warn!("some invalidation messages could not be published before exit");
         }
@@ -230,6 +276,7 @@ fn router(state: Arc<AppState>) -> Router {
                 .delete(cache_api::delete_key),
         )
         .route("/v1/invalidate", post(batch_api::invalidate))
+        .route("/v1/http/purge", post(admin_api::http_purge))
         .route("/v1/stats", get(admin_api::stats))
         .route("/health", get(admin_api::health))
         .route("/ready", get(admin_api::ready))
@@ -288,6 +335,7 @@ fn route_label(path: &str) -> &'static str {
         "/metrics" => return "/metrics",
         "/v1/stats" => return "/v1/stats",
         "/v1/invalidate" => return "/v1/invalidate",
+        "/v1/http/purge" => return "/v1/http/purge",
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/v1/cache/") else {

@@ -101,6 +101,11 @@ impl Strata {
         s
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let pid = self.child.as_ref().unwrap().id();
@@ -195,4 +200,40 @@ pub async fn post_json(
         .json()
         .await
         .unwrap()
+}
+
+/// `promtool check metrics` finds nothing to say about `text`. Requires promtool
+/// when `STRATA_REQUIRE_SERVICES` is set (scripts/test.sh installs it).
+pub fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    let Ok(promtool) = strata_testkit::find_binary("promtool") else {
+        assert!(
+            std::env::var_os("STRATA_REQUIRE_SERVICES").is_none(),
+            "promtool is required (apt-get install prometheus)"
+        );
+        return;
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// A duration written the human way: `250ms`, `30s`, `5m`, `1h 30m`.
 ///
 /// ```
-/// use strata::config::Dur;
+/// use strata_cache::units::Dur;
 /// let d: Dur = "1m 30s".parse().unwrap();
 /// assert_eq!(d.0.as_secs(), 90);
 /// assert!("soon".parse::<Dur>().is_err());
@@ -59,7 +59,7 @@ impl<'de> Deserialize<'de> for Dur {
 /// of 1000; `KiB`, `MiB`, `GiB` powers of 1024).
 ///
 /// ```
-/// use strata::config::Size;
+/// use strata_cache::units::Size;
 /// assert_eq!("256MiB".parse::<Size>().unwrap().0, 256 << 20);
 /// assert_eq!("1.5 KB".parse::<Size>().unwrap().0, 1500);
 /// assert_eq!("4096".parse::<Size>().unwrap().0, 4096);

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# strata's caching proxy vs nginx proxy_cache, in one run, in front of the same
+# origin.
+#
+#   bench/compare-http.sh [DURATION] [ROUNDS]      (defaults: 10s, 3)
+#
+# The origin is an nginx (one worker) serving an 885-byte JSON file with
+# `Cache-Control: max-age=3600`. In front of it: `strata serve --upstream`
+# (release build) and an nginx with `proxy_cache` (workers per core, keep-alive
+# upstream). Two measurements, rounds alternating so both see the same noise:
+#   hits:   wrk -t1 -c50 on the cached URL (every request a cache hit);
+#   misses: wrk -t1 -c10 on a route neither caches (strata `cache = false`,
+#           nginx plain proxy_pass), plus the origin directly, to get the
+#           latency each proxy adds.
+# Needs wrk and nginx (Debian: wrk nginx); installs them if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10s}
+ROUNDS=${2:-3}
+. bench/lib.sh
+need wrk:wrk nginx:nginx curl:curl
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release -q -p strata
+work=$(mktemp -d)
+trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+OPORT=$(free_port); NPORT=$(free_port); SPORT=$(free_port); APORT=$(free_port)
+
+python3 -c 'import json; e = json.dumps({"id": 42, "name": "Ada Lovelace", "bio": ""}); print(json.dumps({"id": 42, "name": "Ada Lovelace", "bio": "x" * (885 - len(e))}), end="")' > "$work/item"
+test "$(wc -c < "$work/item")" -eq 885
+mkdir -p "$work/www/nocache" "$work/nginx" "$work/origin" "$work/cache"
+cp "$work/item" "$work/www/item"; cp "$work/item" "$work/www/nocache/item"
+chmod -R a+rX "$work"
+
+cat > "$work/origin.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/origin/nginx.pid;
+error_log $work/origin/error.log warn;
+events { worker_connections 1024; }
+http {
+$(nginx_http_common "$work")
+  server {
+    listen 127.0.0.1:$OPORT;
+    location / { root $work/www; default_type application/json; add_header Cache-Control "max-age=3600"; }
+  }
+}
+CONF
+cat > "$work/proxy.conf" <<CONF
+worker_processes auto;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+$(nginx_http_common "$work")
+  proxy_cache_path $work/cache keys_zone=strata_bench:10m;
+  upstream origin { server 127.0.0.1:$OPORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NPORT;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    location /nocache/ { proxy_pass http://origin; }
+    location / { proxy_pass http://origin; proxy_cache strata_bench; add_header X-Cache \$upstream_cache_status; }
+  }
+}
+CONF
+cat > "$work/strata.toml" <<CONF
+[http]
+listen = "127.0.0.1:$SPORT"
+upstream = "http://127.0.0.1:$OPORT"
+[[http.routes]]
+match = "/nocache/*"
+cache = false
+CONF
+"$NGINX" -c "$work/origin.conf" -p "$work/origin" >/dev/null 2>&1 & echo $! > "$work/origin.pid"
+"$NGINX" -c "$work/proxy.conf" -p "$work/nginx" >/dev/null 2>&1 & echo $! > "$work/nginx.pid"
+RUST_LOG=warn target/release/strata serve --config "$work/strata.toml" --listen "127.0.0.1:$APORT" > "$work/strata.log" 2>&1 &
+echo $! > "$work/strata.pid"
+wait_url "http://127.0.0.1:$OPORT/item"; wait_url "http://127.0.0.1:$NPORT/item"; wait_url "http://127.0.0.1:$SPORT/item"
+cmp <(curl -s "http://127.0.0.1:$SPORT/item") <(curl -s "http://127.0.0.1:$NPORT/item")
+# Both must be answering hits, not passing through.
+curl -s "http://127.0.0.1:$NPORT/item" >/dev/null
+test "$(curl -s -o /dev/null -w '%header{x-cache}' "http://127.0.0.1:$SPORT/item")" = HIT
+test "$(curl -s -o /dev/null -w '%header{x-cache}' "http://127.0.0.1:$NPORT/item")" = HIT
+
+for u in "$SPORT/item" "$NPORT/item" "$SPORT/nocache/item" "$NPORT/nocache/item"; do
+  wrk -t1 -c50 -d2s "http://127.0.0.1:$u" >/dev/null
+done
+printf "%-6s %-14s %12s %9s %9s\n" round target "requests/s" "p50 ms" "p99 ms"
+: > "$work/hits"; : > "$work/misses"
+for r in $(seq "$ROUNDS"); do
+  read -r s1 s50 s99 < <(wrk_run "http://127.0.0.1:$SPORT/item" 50)
+  read -r n1 n50 n99 < <(wrk_run "http://127.0.0.1:$NPORT/item" 50)
+  printf "%-6s %-14s %12s %9s %9s\n" "$r" "strata hit" "$s1" "$s50" "$s99" "$r" "nginx hit" "$n1" "$n50" "$n99"
+  echo "$s1 $s99 $n1 $n99" >> "$work/hits"
+  read -r o1 o50 o99 < <(wrk_run "http://127.0.0.1:$OPORT/nocache/item" 10)
+  read -r s1 s50 s99 < <(wrk_run "http://127.0.0.1:$SPORT/nocache/item" 10)
+  read -r n1 n50 n99 < <(wrk_run "http://127.0.0.1:$NPORT/nocache/item" 10)
+  printf "%-6s %-14s %12s %9s %9s\n" "$r" "origin direct" "$o1" "$o50" "$o99" "$r" "strata pass" "$s1" "$s50" "$s99" "$r" "nginx pass" "$n1" "$n50" "$n99"
+  echo "$o50 $s50 $n50 $s99 $n99 $s1 $n1" >> "$work/misses"
+done
+python3 - "$work/hits" "$work/misses" <<'PY'
+import statistics, sys
+med = statistics.median
+hits = [list(map(float, l.split())) for l in open(sys.argv[1])]
+rps = [s / n for s, _, n, _ in hits]
+p99 = [sp / np for _, sp, _, np in hits]
+f = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
+print(f"hits   strata/nginx requests/s: median {med(rps):.2f}x (rounds: {f(rps)})")
+print(f"hits   strata/nginx p99:        median {med(p99):.2f}x (lower is better; rounds: {f(p99)})")
+miss = [list(map(float, l.split())) for l in open(sys.argv[2])]
+# Each row: origin p50, strata p50, nginx p50, strata p99, nginx p99, strata rps, nginx rps.
+added = [(s - o) / max(n - o, 1e-3) for o, s, n, _, _, _, _ in miss]
+p50 = [s / n for _, s, n, _, _, _, _ in miss]
+mp99 = [s / n for _, _, _, s, n, _, _ in miss]
+mrps = [s / n for _, _, _, _, _, s, n in miss]
+print(f"misses strata/nginx p50:        median {med(p50):.2f}x (rounds: {f(p50)})")
+print(f"misses strata/nginx p50 added over the origin's: median {med(added):.2f}x (rounds: {f(added)})")
+print(f"misses strata/nginx p99:        median {med(mp99):.2f}x (rounds: {f(mp99)})")
+print(f"misses strata/nginx requests/s: median {med(mrps):.2f}x (rounds: {f(mrps)})")
+PY

@@ -1,0 +1,53 @@
+# Shared by bench/*.sh: package installs, free ports, and one wrk run parsed into
+# "requests/s p50_ms p99_ms". Source it after `set -euo pipefail`.
+
+# Installs Debian packages for the commands given as cmd:package pairs, when missing.
+need() {
+  local missing=()
+  for pair in "$@"; do
+    local cmd=${pair%%:*} pkg=${pair##*:}
+    command -v "$cmd" >/dev/null || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Waits until a URL answers 2xx (10 s).
+wait_url() {
+  for _ in $(seq 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done
+  echo "no answer from $1" >&2; return 1
+}
+
+# wrk_run URL [CONNECTIONS] [DURATION]: prints "rps p50_ms p99_ms"; fails on non-2xx.
+wrk_run() {
+  wrk -t1 -c"${2:-50}" -d"${3:-$DURATION}" --latency "$1" | python3 -c '
+import re, sys
+t = sys.stdin.read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+def ms(q):
+    v, unit = re.search(r"^\s+" + q + r"%\s+([\d.]+)(us|ms|s)\s*$", t, re.M).groups()
+    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+if errors: sys.exit("non-2xx responses: " + errors.group(1))
+p50, p99 = ms("50"), ms("99")
+print(f"{rps:.0f} {p50:.3f} {p99:.3f}")'
+}
+
+# The nginx `http {}` preamble every bench config shares: no access log, temp
+# paths inside $1 (the work dir), long keep-alive.
+nginx_http_common() {
+  cat <<CONF
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path $1/nginx;
+  proxy_temp_path $1/nginx;
+  fastcgi_temp_path $1/nginx;
+  uwsgi_temp_path $1/nginx;
+  scgi_temp_path $1/nginx;
+CONF
+}

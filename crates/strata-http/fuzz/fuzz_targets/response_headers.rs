@@ -1,0 +1,37 @@
+//! Origin and client headers are untrusted text: Cache-Control parsing, freshness
+//! and storability, Accept-Encoding negotiation, query normalisation and route
+//! patterns must never panic, whatever the bytes.
+#![no_main]
+
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use libfuzzer_sys::fuzz_target;
+use strata_http::cache_control::{RequestDirectives, ResponseDirectives};
+use strata_http::compress::Compressor;
+use strata_http::freshness::{storable, RouteRules, Timing};
+
+fuzz_target!(|data: &[u8]| {
+    // Split the input into a few header values.
+    let mut parts = data.split(|b| *b == b'\n');
+    let mut h = HeaderMap::new();
+    for name in ["cache-control", "expires", "date", "age", "last-modified", "vary", "accept-encoding"] {
+        if let Some(v) = parts.next().and_then(|p| HeaderValue::from_bytes(p).ok()) {
+            h.append(name, v);
+        }
+    }
+    let res = ResponseDirectives::parse(&h);
+    let req = RequestDirectives::parse(&h);
+    let rules = RouteRules::default();
+    let t = Timing::of(StatusCode::OK, &h, &res, 1_700_000_000_000, 1_700_000_000_100, &rules);
+    let _ = t.usable(&req, 1_700_000_100_000);
+    let _ = t.storage_ttl(1_700_000_000_100, true, std::time::Duration::from_secs(600));
+    let _ = storable(&Method::GET, &h, &req, StatusCode::OK, &h, &res, &rules);
+    let c = Compressor::new(&Default::default());
+    let _ = c.negotiate(h.get("accept-encoding"));
+    let text = String::from_utf8_lossy(data);
+    let _ = strata_http::key::normalize_query(&text, None);
+    let _ = strata_http::key::normalize_host(&text);
+    if let Ok(p) = strata_http::route::Pattern::parse(&text) {
+        let _ = p.matches(&text);
+        let _ = p.check_template(&text);
+    }
+});

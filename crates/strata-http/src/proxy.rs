@@ -1,0 +1,1586 @@
+//! The caching reverse proxy, as phases in the manner of pingora: request filter
+//! (route, method, key) → cache lookup → origin (coalesced, conditional when a stale
+//! copy exists) → response filter (store, compress, headers).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use strata_http::{HttpCache, HttpConfig};
+//! let cache = strata_cache::Cache::builder().build().await?;
+//! let cfg: HttpConfig = toml::from_str(r#"upstream = "http://127.0.0.1:8000""#)?;
+//! let proxy = HttpCache::new(cfg, &cache)?;
+//! let res = proxy.handle(http::Request::get("/api/risks").header("host", "api.local")
+//!     .body(axum::body::Body::empty())?).await;
+//! println!("{:?}", res.headers().get("x-cache"));
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use strata_cache::{Cache, Invalidation, Policy, RawNamespace, SetOptions};
+
+use crate::cache_control::{RequestDirectives, ResponseDirectives};
+use crate::coalesce::{Flights, Outcome, Role};
+use crate::compress::{Compressor, Encoding};
+use crate::config::HttpConfig;
+use crate::entry::{Entry, CODEC_HTTP};
+use crate::freshness::{self, unix_ms, RouteRules, Timing, Usable};
+use crate::key::{self, KeyParts, KeyRules};
+use crate::metrics::{EncodingLabel, HttpMetrics, RouteMetrics, SourceLabel};
+use crate::route::{Params, Pattern, PatternTable, Trigger};
+use crate::upstream::{self, Collected, Upstream, UpstreamError};
+
+/// The client's address, inserted into request extensions by whoever accepts the
+/// connection; it becomes `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The client's IP as a header value, made once per connection by the server
+/// (optional: without it the proxy formats [`ClientAddr`] per request).
+#[derive(Debug, Clone)]
+pub struct ClientIp(pub HeaderValue);
+
+/// How a request was answered, as in the `X-Cache` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheStatus {
+    /// From the cache, fresh.
+    Hit,
+    /// From the origin.
+    #[default]
+    Miss,
+    /// From the cache, stale (stale-while-revalidate, stale-if-error, max-stale).
+    Stale,
+    /// The cache was not consulted (unsafe method, uncached route, range request).
+    Bypass,
+    /// From the cache after the origin confirmed it with a 304.
+    Revalidated,
+}
+
+impl CacheStatus {
+    /// The `X-Cache` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Stale => "STALE",
+            CacheStatus::Bypass => "BYPASS",
+            CacheStatus::Revalidated => "REVALIDATED",
+        }
+    }
+
+    /// Index into the metric label values (`hit`, `miss`, `stale`, `bypass`,
+    /// `revalidated`).
+    fn index(self) -> usize {
+        match self {
+            CacheStatus::Hit => 0,
+            CacheStatus::Miss => 1,
+            CacheStatus::Stale => 2,
+            CacheStatus::Bypass => 3,
+            CacheStatus::Revalidated => 4,
+        }
+    }
+}
+
+/// Why a proxy could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The configuration is invalid.
+    #[error("invalid [http] configuration: {0}")]
+    Config(String),
+    /// The cache refused the namespace.
+    #[error("cache: {0}")]
+    Cache(#[from] strata_cache::CacheError),
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1) and the legacy ones proxies also drop.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Request fields a client could use to make the origin build a response for
+/// something other than what the key says (cache poisoning); the proxy sets the
+/// forwarding fields itself and drops the override ones.
+const UNKEYED_OVERRIDES: &[&str] = &[
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-prefix",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Request fields that make a conditional or partial request; a fetch meant for
+/// the cache asks for the whole representation and answers conditionals itself.
+const CONDITIONALS: &[&str] = &[
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "if-range",
+];
+
+/// Response fields meant for the cache, not the client.
+const CACHE_ONLY: &[&str] = &["cache-tag", "surrogate-key", "surrogate-control"];
+
+/// Of those, the ones a stored entry drops (it keeps `Surrogate-Control`, which a
+/// revalidation re-reads).
+const TAG_FIELDS: &[&str] = &["cache-tag", "surrogate-key"];
+
+/// Fields a 304 to the client carries (RFC 9110 §15.4.5).
+const NOT_MODIFIED_FIELDS: &[HeaderName] = &[
+    header::CACHE_CONTROL,
+    header::CONTENT_LOCATION,
+    header::DATE,
+    header::ETAG,
+    header::EXPIRES,
+    header::VARY,
+    header::AGE,
+    header::LAST_MODIFIED,
+];
+
+/// Fields a 304 from the origin may not change in the stored response.
+const NOT_UPDATED_BY_304: &[&str] = &[
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "content-range",
+    // Both identify the stored body, which a 304 does not replace.
+    "content-md5",
+    "etag",
+];
+
+#[derive(Clone)]
+struct Route {
+    metrics: RouteMetrics,
+    pattern: Option<Pattern>,
+    cache: bool,
+    rules: RouteRules,
+    key: KeyRules,
+    tags: Vec<String>,
+}
+
+#[derive(Clone)]
+struct InvalidateRule {
+    trigger: Trigger,
+    tags: Vec<String>,
+    urls: Vec<String>,
+}
+
+/// The request fields the proxy keeps after splitting off the body.
+#[derive(Clone)]
+struct Head {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    peer: Option<SocketAddr>,
+    peer_ip: Option<HeaderValue>,
+    host: String,
+    route: usize,
+    params: Params,
+}
+
+#[derive(Default)]
+struct Ctx {
+    status: CacheStatus,
+    origin: Option<Duration>,
+}
+
+/// What answers misses: an HTTP origin, or (as a tower layer) the wrapped service.
+#[derive(Clone)]
+pub(crate) enum Origin {
+    /// A remote server over pooled HTTP/1.1.
+    Http(Upstream),
+    /// An in-process service, bounded by the response timeout.
+    Service(crate::layer::OriginService, Duration),
+}
+
+impl Origin {
+    async fn send(&self, req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+        match self {
+            Origin::Http(u) => u.send(req).await,
+            Origin::Service(svc, timeout) => {
+                use tower::ServiceExt;
+                match tokio::time::timeout(*timeout, svc.clone().oneshot(req)).await {
+                    Err(_) => Err(UpstreamError::Timeout(*timeout)),
+                    Ok(Ok(res)) => Ok(res),
+                    Ok(Err(e)) => Err(UpstreamError::Service(upstream::error_chain(&*e))),
+                }
+            }
+        }
+    }
+
+    /// The origin's own `host[:port]`, if it has one.
+    fn authority(&self) -> Option<&http::uri::Authority> {
+        match self {
+            Origin::Http(u) => Some(u.authority()),
+            Origin::Service(..) => None,
+        }
+    }
+
+    fn uri_for(&self, pq: Option<&http::uri::PathAndQuery>) -> Uri {
+        match self {
+            Origin::Http(u) => u.uri_for(pq),
+            Origin::Service(..) => pq.map_or(Uri::from_static("/"), |p| Uri::from(p.clone())),
+        }
+    }
+
+    fn response_timeout(&self) -> Duration {
+        match self {
+            Origin::Http(u) => u.response_timeout(),
+            Origin::Service(_, t) => *t,
+        }
+    }
+}
+
+struct Inner {
+    cfg: HttpConfig,
+    routes: Vec<Route>,
+    table: PatternTable,
+    invalidate: Vec<InvalidateRule>,
+    invalidate_table: PatternTable,
+    ns: RawNamespace,
+    cache: Cache,
+    upstream: Origin,
+    compressor: Compressor,
+    flights: Arc<Flights>,
+    refreshing: Arc<Mutex<HashSet<String>>>,
+    metrics: HttpMetrics,
+}
+
+/// The caching proxy. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct HttpCache {
+    inner: Arc<Inner>,
+}
+
+/// `POST /v1/http/purge`: what to drop. Every list may be empty.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Purge {
+    /// URLs (`/path?query` or `http://host/path?query`): every stored variant.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Path prefixes (`/api/risks`), or absolute URL prefixes for one host.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Tags (route tags and the origin's `Cache-Tag` / `Surrogate-Key` values).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl HttpCache {
+    /// Builds the proxy on `cache`, declaring its namespace if the configuration
+    /// did not.
+    pub fn new(cfg: HttpConfig, cache: &Cache) -> Result<HttpCache, HttpError> {
+        let errs = cfg.check();
+        if !errs.is_empty() {
+            return Err(HttpError::Config(join_errors(&errs)));
+        }
+        let upstream = Upstream::new(&cfg.upstream, cfg.connect_timeout(), cfg.response_timeout())
+            .map_err(HttpError::Config)?;
+        Self::build(cfg, cache, Origin::Http(upstream), HttpMetrics::default())
+    }
+
+    /// The same proxy logic with `origin` answering misses.
+    pub(crate) fn build(
+        cfg: HttpConfig,
+        cache: &Cache,
+        upstream: Origin,
+        metrics: HttpMetrics,
+    ) -> Result<HttpCache, HttpError> {
+        let errs = cfg.check_rules();
+        if !errs.is_empty() {
+            return Err(HttpError::Config(join_errors(&errs)));
+        }
+        let ns_name = cfg.namespace().to_owned();
+        if !cache.namespaces().contains(&ns_name) {
+            // Entries carry their own TTL; the policy's is only a fallback. Keys are
+            // URLs, values a response in up to four encodings.
+            let policy = Policy::new(Duration::from_secs(3600))
+                .max_key_len(key::MAX_KEY_LEN)
+                .max_value_size(cfg.max_object_size() * 4 + (1 << 20));
+            cache.define_namespace(&ns_name, policy)?;
+        }
+        let ns = cache.raw(&ns_name)?;
+        let global = RouteRules {
+            ttl: cfg.default_ttl.map(|d| d.0),
+            override_ttl: false,
+            stale_while_revalidate: cfg.stale_while_revalidate.map(|d| d.0),
+            stale_if_error: cfg.stale_if_error.map(|d| d.0),
+            store_set_cookie: false,
+        };
+        let mut routes = Vec::new();
+        for r in &cfg.routes {
+            let pattern = Pattern::parse(&r.pattern).map_err(HttpError::Config)?;
+            routes.push(Route {
+                metrics: metrics.for_route(r.name.as_deref().unwrap_or(&r.pattern)),
+                pattern: Some(pattern),
+                cache: r.cache.unwrap_or(true),
+                rules: RouteRules {
+                    ttl: r.ttl.map(|d| d.0).or(global.ttl),
+                    override_ttl: r.override_ttl,
+                    stale_while_revalidate: r
+                        .stale_while_revalidate
+                        .map(|d| d.0)
+                        .or(global.stale_while_revalidate),
+                    stale_if_error: r.stale_if_error.map(|d| d.0).or(global.stale_if_error),
+                    store_set_cookie: r.cache_set_cookie,
+                },
+                key: KeyRules {
+                    query: r.key.query.clone(),
+                    headers: r
+                        .key
+                        .headers
+                        .iter()
+                        .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                        .collect(),
+                },
+                tags: r.tags.clone(),
+            });
+        }
+        let table = PatternTable::new(routes.iter().filter_map(|r| r.pattern.clone()));
+        // The route of paths no pattern matches.
+        routes.push(Route {
+            metrics: metrics.for_route("default"),
+            pattern: None,
+            cache: true,
+            rules: global,
+            key: KeyRules::default(),
+            tags: Vec::new(),
+        });
+        let invalidate: Vec<InvalidateRule> = cfg
+            .invalidate
+            .iter()
+            .map(|r| {
+                Ok(InvalidateRule {
+                    trigger: Trigger::parse(&r.on)?,
+                    tags: r.tags.clone(),
+                    urls: r.urls.clone(),
+                })
+            })
+            .collect::<Result<_, String>>()
+            .map_err(HttpError::Config)?;
+        let invalidate_table =
+            PatternTable::new(invalidate.iter().map(|r| r.trigger.pattern.clone()));
+        Ok(HttpCache {
+            inner: Arc::new(Inner {
+                compressor: Compressor::new(&cfg.compression),
+                cfg,
+                routes,
+                table,
+                invalidate,
+                invalidate_table,
+                ns,
+                cache: cache.clone(),
+                upstream,
+                flights: Arc::new(Flights::default()),
+                refreshing: Arc::new(Mutex::new(HashSet::new())),
+                metrics,
+            }),
+        })
+    }
+
+    /// A handle for another thread's runtime: the same rules, cache, coalescing and
+    /// metrics, with its own pool of origin connections (a pooled connection is
+    /// driven by the runtime that opened it, so sharing one pool across
+    /// runtimes would hop threads on every request).
+    pub fn fork(&self) -> HttpCache {
+        let i = &self.inner;
+        let upstream = match &i.upstream {
+            Origin::Http(_) => Upstream::new(
+                &i.cfg.upstream,
+                i.cfg.connect_timeout(),
+                i.cfg.response_timeout(),
+            )
+            .map(Origin::Http)
+            .unwrap_or_else(|_| i.upstream.clone()),
+            other => other.clone(),
+        };
+        HttpCache {
+            inner: Arc::new(Inner {
+                cfg: i.cfg.clone(),
+                routes: i.routes.clone(),
+                table: i.table.clone(),
+                invalidate: i.invalidate.clone(),
+                invalidate_table: i.invalidate_table.clone(),
+                ns: i.ns.clone(),
+                cache: i.cache.clone(),
+                upstream,
+                compressor: i.compressor.clone(),
+                flights: i.flights.clone(),
+                refreshing: i.refreshing.clone(),
+                metrics: i.metrics.clone(),
+            }),
+        }
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &HttpConfig {
+        &self.inner.cfg
+    }
+
+    /// Registers the `strata_http_*` families.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.metrics.register(registry);
+    }
+
+    /// Answers one request: from the cache, from the origin, or both.
+    pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let started = Instant::now();
+        let mut ctx = Ctx::default();
+        let (route, mut res) = self.inner.clone().dispatch(req, &mut ctx).await;
+        let took = started.elapsed();
+        let h = res.headers_mut();
+        h.insert("x-cache", HeaderValue::from_static(ctx.status.as_str()));
+        // Integer formatting: float formatting with fixed decimals cost ~5% of a
+        // proxied request's CPU (perf, docs/decisions.md).
+        let mut text = String::with_capacity(96);
+        let us = took.as_micros();
+        let _ = write!(text, "{}.{:06}", us / 1_000_000, us % 1_000_000);
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            h.insert("x-process-time", v);
+        }
+        text.clear();
+        text.push_str("cache;desc=");
+        text.push_str(ctx.status.as_str());
+        if let Some(o) = ctx.origin {
+            let us = o.as_micros();
+            let _ = write!(text, ", origin;dur={}.{:03}", us / 1000, us % 1000);
+        }
+        let _ = write!(text, ", total;dur={}.{:03}", us / 1000, us % 1000);
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            h.append("server-timing", v);
+        }
+        self.inner.routes[route]
+            .metrics
+            .request(ctx.status.index(), took);
+        res
+    }
+
+    /// Drops stored responses by URL, prefix and tag; returns how many entries went.
+    pub async fn purge(&self, p: &Purge) -> Result<u64, strata_cache::CacheError> {
+        let me = &self.inner;
+        let ns = me.ns.name();
+        let mut n = 0;
+        for url in &p.urls {
+            let (host, pq) = split_url(url);
+            let tag = me.url_tag_for(&pq);
+            n += match host {
+                // A URL with a host drops that host's copies only.
+                Some(host) => {
+                    let keys = me.keys_for(&host, &pq);
+                    me.cache.invalidate(Invalidation::keys(ns, keys)).await?
+                }
+                None => me.cache.invalidate(Invalidation::tag(ns, tag)).await?,
+            };
+        }
+        for prefix in &p.prefixes {
+            let inv = match split_url(prefix) {
+                (Some(host), pq) => Invalidation::prefix(ns, format!("http://{host}{pq}")),
+                (None, pq) => Invalidation::pattern(
+                    ns,
+                    format!("http://*{}*", strata_cache::key::escape_glob(&pq)),
+                ),
+            };
+            n += me.cache.invalidate(inv).await?;
+        }
+        for tag in &p.tags {
+            n += me
+                .cache
+                .invalidate(Invalidation::tag(ns, tag.clone()))
+                .await?;
+        }
+        me.metrics
+            .invalidations
+            .get_or_create(&SourceLabel { source: "purge" })
+            .inc_by(n);
+        Ok(n)
+    }
+}
+
+/// A relative reference resolved against a request path (RFC 3986 §5.2, without
+/// dot-segment removal); `None` for scheme-relative and other-scheme references.
+fn resolve(base_path: &str, reference: &str) -> Option<String> {
+    if reference.is_empty() || reference.starts_with("//") || reference.contains("://") {
+        return None;
+    }
+    if reference.starts_with('/') {
+        return Some(reference.to_owned());
+    }
+    if let Some(q) = reference.strip_prefix('?') {
+        return Some(format!("{base_path}?{q}"));
+    }
+    let dir = &base_path[..base_path.rfind('/').map_or(0, |i| i + 1)];
+    Some(format!(
+        "{}{reference}",
+        if dir.is_empty() { "/" } else { dir }
+    ))
+}
+
+fn join_errors(errs: &[(String, String)]) -> String {
+    errs.iter()
+        .map(|(f, m)| format!("http.{f}: {m}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `(Some(host), path?query)` for an absolute URL, `(None, path?query)` for a path.
+fn split_url(s: &str) -> (Option<String>, String) {
+    for scheme in ["http://", "https://"] {
+        if let Some(rest) = s.strip_prefix(scheme) {
+            let (host, pq) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            return (key::normalize_host(host), pq.to_owned());
+        }
+    }
+    (None, s.to_owned())
+}
+
+impl Inner {
+    fn route_of(&self, path: &str) -> (usize, Params) {
+        self.table
+            .find(path)
+            .unwrap_or((self.routes.len() - 1, Vec::new()))
+    }
+
+    /// `path?query` with the query normalised the way the path's route keys it.
+    fn normalized(&self, pq: &str) -> (usize, String, String) {
+        let (path, query) = pq.split_once('?').unwrap_or((pq, ""));
+        let (route, _) = self.route_of(path);
+        let q = key::normalize_query(query, self.routes[route].key.query.as_ref());
+        (route, path.to_owned(), q)
+    }
+
+    fn url_tag_for(&self, pq: &str) -> String {
+        let (_, path, q) = self.normalized(pq);
+        key::url_tag(
+            &KeyParts {
+                host: "",
+                path: &path,
+                query: &q,
+            }
+            .path_and_query(),
+        )
+    }
+
+    /// Keys of a URL on one host (keyed-header variants are reached by URL tag).
+    fn keys_for(&self, host: &str, pq: &str) -> Vec<String> {
+        let (route, path, q) = self.normalized(pq);
+        let parts = KeyParts {
+            host,
+            path: &path,
+            query: &q,
+        };
+        key::cache_key(
+            &parts,
+            &HeaderMap::new(),
+            &KeyRules {
+                query: self.routes[route].key.query.clone(),
+                headers: Vec::new(),
+            },
+        )
+        .into_iter()
+        .collect()
+    }
+
+    /// Request filter: pick the route and the phase that answers.
+    async fn dispatch(
+        self: Arc<Self>,
+        req: Request<Body>,
+        ctx: &mut Ctx,
+    ) -> (usize, Response<Body>) {
+        let (parts, body) = req.into_parts();
+        let default_route = self.routes.len() - 1;
+        let host_raw = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+        let Some(host) = host_raw.as_deref().and_then(key::normalize_host) else {
+            ctx.status = CacheStatus::Bypass;
+            return (
+                default_route,
+                plain(StatusCode::BAD_REQUEST, "missing or invalid Host header"),
+            );
+        };
+        let (route, params) = self.route_of(parts.uri.path());
+        let head = Head {
+            peer: parts.extensions.get::<ClientAddr>().map(|c| c.0),
+            peer_ip: parts.extensions.get::<ClientIp>().map(|c| c.0.clone()),
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            host,
+            route,
+            params,
+        };
+        let cacheable_method = head.method == Method::GET || head.method == Method::HEAD;
+        // Safe methods (RFC 9110 §9.2.1); every other one, known or not, may change
+        // the resource and invalidates it on success (RFC 9111 §4.4).
+        let safe =
+            cacheable_method || head.method == Method::OPTIONS || head.method == Method::TRACE;
+        let res = if cacheable_method
+            && self.routes[route].cache
+            && !head.headers.contains_key(header::RANGE)
+        {
+            self.cached(head, ctx).await
+        } else if !safe {
+            ctx.status = CacheStatus::Bypass;
+            self.unsafe_request(head, body, ctx).await
+        } else {
+            ctx.status = CacheStatus::Bypass;
+            self.pass(&head, body, ctx).await
+        };
+        (route, res)
+    }
+
+    /// Cache lookup and what follows from it.
+    async fn cached(self: Arc<Self>, head: Head, ctx: &mut Ctx) -> Response<Body> {
+        let route = &self.routes[head.route];
+        let query = key::normalize_query(head.uri.query().unwrap_or(""), route.key.query.as_ref());
+        let parts = KeyParts {
+            host: &head.host,
+            path: head.uri.path(),
+            query: &query,
+        };
+        let Some(key) = key::cache_key(&parts, &head.headers, &route.key) else {
+            ctx.status = CacheStatus::Bypass;
+            return self.pass(&head, Body::empty(), ctx).await;
+        };
+        let url_tag = key::url_tag(&parts.path_and_query());
+        let req_cc = RequestDirectives::parse(&head.headers);
+        let stored = self.lookup(&key, &head.headers).await;
+        let now = unix_ms(SystemTime::now());
+        if let Some(entry) = &stored {
+            match entry.timing.usable(&req_cc, now) {
+                Usable::Fresh => {
+                    ctx.status = CacheStatus::Hit;
+                    return self.serve(&head, entry.clone(), now).await;
+                }
+                Usable::StaleAccepted => {
+                    ctx.status = CacheStatus::Stale;
+                    return self.serve(&head, entry.clone(), now).await;
+                }
+                Usable::StaleWhileRevalidate => {
+                    ctx.status = CacheStatus::Stale;
+                    self.clone()
+                        .refresh_in_background(head.clone(), key, url_tag, entry.clone());
+                    return self.serve(&head, entry.clone(), now).await;
+                }
+                Usable::Revalidate => {}
+            }
+        }
+        // only-if-cached: the stored response as it is, or nothing (§5.2.1.7).
+        if req_cc.only_if_cached {
+            ctx.status = CacheStatus::Miss;
+            return plain(
+                StatusCode::GATEWAY_TIMEOUT,
+                "only-if-cached: not in the cache",
+            );
+        }
+        if head.method == Method::HEAD && stored.is_none() {
+            // HEAD is answered from GET entries but never fills one.
+            ctx.status = CacheStatus::Miss;
+            return self.pass(&head, Body::empty(), ctx).await;
+        }
+        match self.flights.join(&key) {
+            Role::Leader(leader) => {
+                let (res, outcome) = self.fetch(&head, &key, url_tag, &req_cc, stored, ctx).await;
+                leader.finish(outcome);
+                res
+            }
+            Role::Waiter(waiter) => {
+                let (entry, status) = match waiter.wait(self.cfg.coalesce_timeout()).await {
+                    Outcome::Stored(e) => (Some(e), CacheStatus::Hit),
+                    // The leader fell back on a stale copy (stale-if-error).
+                    Outcome::Stale(e) => (Some(e), CacheStatus::Stale),
+                    Outcome::Pass => (None, CacheStatus::Miss),
+                };
+                match entry {
+                    Some(entry) if self.vary_matches(&entry, &head.headers) => {
+                        self.routes[head.route].metrics.coalesced.inc();
+                        ctx.status = status;
+                        self.serve(&head, entry, unix_ms(SystemTime::now())).await
+                    }
+                    _ => {
+                        self.fetch(&head, &key, url_tag, &req_cc, stored, ctx)
+                            .await
+                            .0
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads and decodes a stored response that matches the request's `Vary` fields.
+    async fn lookup(&self, key: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
+        let hit = self.ns.get(key).await.ok()??;
+        if hit.codec != CODEC_HTTP {
+            return None;
+        }
+        match Entry::decode(hit.value) {
+            Ok(e) if self.vary_matches(&e, req) => Some(Arc::new(e)),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping a malformed stored response");
+                let _ = self.ns.delete(key).await;
+                None
+            }
+        }
+    }
+
+    /// Whether the request selects this stored response (RFC 9111 §4.1), with
+    /// `Accept-Encoding` normalised: an identity body serves every client (the
+    /// proxy compresses per client), an encoded one only clients that accept it.
+    fn vary_matches(&self, e: &Entry, req: &HeaderMap) -> bool {
+        for (name, stored) in &e.vary {
+            if name == header::ACCEPT_ENCODING {
+                match e.headers.get(header::CONTENT_ENCODING) {
+                    Some(ce) => {
+                        let enc = ce.to_str().ok().and_then(Encoding::from_name);
+                        match enc {
+                            Some(enc)
+                                if Compressor::accepts(req.get(header::ACCEPT_ENCODING), enc) =>
+                            {
+                                continue
+                            }
+                            _ => return false,
+                        }
+                    }
+                    None if self.compressor.enabled() => continue,
+                    None => {}
+                }
+            }
+            if vary_value(req, name).as_ref() != stored.as_ref() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Stale-while-revalidate: one background revalidation per key at a time.
+    fn refresh_in_background(
+        self: Arc<Self>,
+        head: Head,
+        key: String,
+        url_tag: String,
+        stale: Arc<Entry>,
+    ) {
+        {
+            let mut r = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+            if !r.insert(key.clone()) {
+                return;
+            }
+        }
+        tokio::spawn(async move {
+            if let Role::Leader(leader) = self.flights.join(&key) {
+                let mut ctx = Ctx::default();
+                let req_cc = RequestDirectives::default();
+                let (_res, outcome) = self
+                    .fetch(&head, &key, url_tag, &req_cc, Some(stale), &mut ctx)
+                    .await;
+                leader.finish(outcome);
+            }
+            self.refreshing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        });
+    }
+
+    /// Goes to the origin for a cacheable request: conditionally when a stale copy
+    /// exists, storing what may be stored. Returns the response and what waiting
+    /// requests may use.
+    async fn fetch(
+        &self,
+        head: &Head,
+        key: &str,
+        url_tag: String,
+        req_cc: &RequestDirectives,
+        stale: Option<Arc<Entry>>,
+        ctx: &mut Ctx,
+    ) -> (Response<Body>, Outcome) {
+        let route = &self.routes[head.route];
+        let mut oreq = self.origin_request(head, Body::empty(), true);
+        *oreq.method_mut() = Method::GET;
+        if let Some(old) = &stale {
+            if let Some(etag) = old.headers.get(header::ETAG) {
+                oreq.headers_mut()
+                    .insert(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(lm) = old.headers.get(header::LAST_MODIFIED) {
+                oreq.headers_mut()
+                    .insert(header::IF_MODIFIED_SINCE, lm.clone());
+            }
+        }
+        let request_time = unix_ms(SystemTime::now());
+        let sent = Instant::now();
+        let result = self.upstream.send(oreq).await;
+        let took = sent.elapsed();
+        ctx.origin = Some(took);
+        route.metrics.origin.observe(took.as_secs_f64());
+        let now = unix_ms(SystemTime::now());
+        let res = match result {
+            Ok(r) if !r.status().is_server_error() => r,
+            failed => {
+                route.metrics.origin_error(match &failed {
+                    Ok(_) => "status_5xx",
+                    Err(e) => e.kind(),
+                });
+                if let Some(old) = stale.filter(|e| e.timing.serves_on_error(now)) {
+                    ctx.status = CacheStatus::Stale;
+                    return (
+                        self.serve(head, old.clone(), now).await,
+                        Outcome::Stale(old),
+                    );
+                }
+                ctx.status = CacheStatus::Miss;
+                let res = match failed {
+                    Ok(r) => self.relay(r),
+                    Err(e) => upstream_error(&e),
+                };
+                return (res, Outcome::Pass);
+            }
+        };
+        let response_time = unix_ms(SystemTime::now());
+        if res.status() == StatusCode::NOT_MODIFIED {
+            if let Some(old) = stale {
+                let fresh = self.refreshed(
+                    &old,
+                    res.headers(),
+                    request_time,
+                    response_time,
+                    &route.rules,
+                );
+                let fresh = Arc::new(fresh);
+                self.store(key, &fresh, response_time, route).await;
+                ctx.status = CacheStatus::Revalidated;
+                return (
+                    self.serve(head, fresh.clone(), response_time).await,
+                    Outcome::Stored(fresh),
+                );
+            }
+        }
+        ctx.status = CacheStatus::Miss;
+        let res_cc = ResponseDirectives::parse(res.headers());
+        let verdict = freshness::storable(
+            &Method::GET,
+            &head.headers,
+            req_cc,
+            res.status(),
+            res.headers(),
+            &res_cc,
+            &route.rules,
+        );
+        if let Err(why) = verdict {
+            tracing::debug!(?why, "not storing");
+            if stale.is_some() {
+                // The origin no longer lets this be shared: the old copy goes too.
+                let _ = self.ns.delete(key).await;
+            }
+            return (self.relay(res), Outcome::Pass);
+        }
+        let limit = self.cfg.max_object_size();
+        let announced = res
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<usize>().ok());
+        if announced.is_some_and(|n| n > limit) {
+            return (self.relay(res), Outcome::Pass);
+        }
+        let (mut parts, body) = res.into_parts();
+        let remaining = self.upstream.response_timeout().saturating_sub(took);
+        let body = match upstream::collect(body, limit, remaining).await {
+            Ok(Collected::Complete(b)) => b,
+            Ok(Collected::TooLarge(head_bytes, tail)) => {
+                strip_hop_by_hop(&mut parts.headers);
+                strip_cache_only(&mut parts.headers);
+                return (
+                    Response::from_parts(parts, upstream::chain(head_bytes, tail)),
+                    Outcome::Pass,
+                );
+            }
+            Err(e) => {
+                route.metrics.origin_error(e.kind());
+                return (upstream_error(&e), Outcome::Pass);
+            }
+        };
+        // Fields the stored copy leaves out (cookies, qualified no-cache/private
+        // fields): the client whose request fetched the response still gets them.
+        let mut withheld: Vec<(HeaderName, HeaderValue)> = Vec::new();
+        let names = std::iter::once("set-cookie")
+            .chain(res_cc.no_cache_fields.iter().map(String::as_str))
+            .chain(res_cc.private_fields.iter().map(String::as_str));
+        for name in names {
+            if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                if withheld.iter().any(|(w, _)| *w == n) {
+                    continue;
+                }
+                for v in parts.headers.get_all(&n) {
+                    withheld.push((n.clone(), v.clone()));
+                }
+            }
+        }
+        let timing = Timing::of(
+            parts.status,
+            &parts.headers,
+            &res_cc,
+            request_time,
+            response_time,
+            &route.rules,
+        );
+        let entry =
+            Arc::new(self.build_entry(head, parts.status, parts.headers, timing, body, url_tag));
+        self.store(key, &entry, response_time, route).await;
+        let mut res = self.serve(head, entry.clone(), response_time).await;
+        if res.status() != StatusCode::NOT_MODIFIED {
+            for (name, value) in withheld {
+                res.headers_mut().append(name, value);
+            }
+        }
+        (res, Outcome::Stored(entry))
+    }
+
+    /// A stored response updated by a 304 (RFC 9111 §4.3.4): new header values
+    /// except those describing the body, new timing.
+    fn refreshed(
+        &self,
+        old: &Entry,
+        new: &HeaderMap,
+        request_time: u64,
+        response_time: u64,
+        rules: &RouteRules,
+    ) -> Entry {
+        let mut headers = old.headers.clone();
+        let mut updated = HeaderMap::new();
+        for (name, value) in new {
+            if NOT_UPDATED_BY_304.contains(&name.as_str())
+                || HOP_BY_HOP.contains(&name.as_str())
+                || TAG_FIELDS.contains(&name.as_str())
+                || name == header::SET_COOKIE
+            {
+                continue;
+            }
+            updated.append(name.clone(), value.clone());
+        }
+        for name in updated.keys() {
+            headers.remove(name);
+        }
+        for (name, value) in &updated {
+            headers.append(name.clone(), value.clone());
+        }
+        let cc = ResponseDirectives::parse(&headers);
+        let mut e = old.clone();
+        e.timing = Timing::of(
+            old.status,
+            &headers,
+            &cc,
+            request_time,
+            response_time,
+            rules,
+        );
+        // As in a new entry: the age lives in the timing, not in a stored field
+        // that a later refresh would count again.
+        headers.remove(header::AGE);
+        e.headers = headers;
+        e
+    }
+
+    fn build_entry(
+        &self,
+        head: &Head,
+        status: StatusCode,
+        mut headers: HeaderMap,
+        timing: Timing,
+        body: Bytes,
+        url_tag: String,
+    ) -> Entry {
+        let route = &self.routes[head.route];
+        let mut tags: Vec<String> = route
+            .tags
+            .iter()
+            .map(|t| match &route.pattern {
+                Some(p) => p.fill(t, &head.params),
+                None => t.clone(),
+            })
+            .collect();
+        for v in headers.get_all("cache-tag") {
+            tags.extend(
+                String::from_utf8_lossy(v.as_bytes())
+                    .split(',')
+                    .map(|s| s.trim().to_owned()),
+            );
+        }
+        for v in headers.get_all("surrogate-key") {
+            tags.extend(
+                String::from_utf8_lossy(v.as_bytes())
+                    .split_whitespace()
+                    .map(str::to_owned),
+            );
+        }
+        tags.retain(|t| !t.is_empty() && t.len() <= 512 && !t.chars().any(char::is_control));
+        tags.push(url_tag);
+        tags.sort();
+        tags.dedup();
+        strip_hop_by_hop(&mut headers);
+        for f in TAG_FIELDS {
+            headers.remove(*f);
+        }
+        headers.remove(header::SET_COOKIE);
+        // Age is recomputed on every use from the stored timing.
+        headers.remove(header::AGE);
+        // Qualified no-cache and private name fields a shared cache must not reuse.
+        let cc = ResponseDirectives::parse(&headers);
+        for f in cc.no_cache_fields.iter().chain(&cc.private_fields) {
+            headers.remove(f.as_str());
+        }
+        let vary = freshness::vary_names(&headers)
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .map(|n| {
+                let v = vary_value(&head.headers, &n);
+                (n, v)
+            })
+            .collect();
+        let mut e = Entry::new(status, headers, timing);
+        e.vary = vary;
+        e.tags = tags;
+        e.bodies.push((Encoding::Identity, body));
+        e
+    }
+
+    async fn store(&self, key: &str, e: &Entry, now: u64, route: &Route) {
+        let ttl = e
+            .timing
+            .storage_ttl(now, e.has_validators(), self.cfg.keep());
+        if ttl.is_zero() {
+            return;
+        }
+        let opts = SetOptions {
+            ttl: Some(ttl),
+            tags: e.tags.clone(),
+            version: None,
+        };
+        match self
+            .ns
+            .set_encoded(&[(key, e.encode(), CODEC_HTTP)], &opts)
+            .await
+        {
+            Ok(()) => {
+                route.metrics.stored.inc();
+            }
+            Err(err) => tracing::warn!(error = %err, "could not store a response"),
+        }
+    }
+
+    /// Response filter for stored responses: conditionals, `Age`, compression,
+    /// HEAD.
+    async fn serve(&self, head: &Head, entry: Arc<Entry>, now: u64) -> Response<Body> {
+        let mut headers = entry.headers.clone();
+        strip_cache_only(&mut headers);
+        let age = entry.timing.age(now) / 1000;
+        headers.insert(header::AGE, HeaderValue::from(age));
+        if not_modified(&head.headers, &entry) {
+            let mut res = Response::new(Body::empty());
+            *res.status_mut() = StatusCode::NOT_MODIFIED;
+            for name in NOT_MODIFIED_FIELDS {
+                for v in headers.get_all(name) {
+                    res.headers_mut().append(name.clone(), v.clone());
+                }
+            }
+            return res;
+        }
+        let mut body = entry.origin_body().clone();
+        let no_transform = ResponseDirectives::parse(&headers).no_transform;
+        if !no_transform && self.compressor.worth_it(&headers, body.len()) {
+            add_vary(&mut headers, "accept-encoding");
+            if let Some(enc) = self
+                .compressor
+                .negotiate(head.headers.get(header::ACCEPT_ENCODING))
+            {
+                if let Some(encoded) = self.encoded(&entry, enc, head).await {
+                    self.metrics
+                        .compressed_saved
+                        .get_or_create(&EncodingLabel {
+                            encoding: enc.name(),
+                        })
+                        .inc_by(body.len().saturating_sub(encoded.len()) as u64);
+                    headers.insert(
+                        header::CONTENT_ENCODING,
+                        HeaderValue::from_static(enc.name()),
+                    );
+                    weaken_etag(&mut headers);
+                    body = encoded;
+                }
+            }
+        }
+        // 204 carries neither a body nor its length (RFC 9110 §8.6).
+        if entry.status != StatusCode::NO_CONTENT {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        let mut res = Response::new(if head.method == Method::HEAD {
+            Body::empty()
+        } else {
+            Body::from(body)
+        });
+        *res.status_mut() = entry.status;
+        *res.headers_mut() = headers;
+        res
+    }
+
+    /// The body in `enc`: stored, or computed now and stored for next time.
+    async fn encoded(&self, entry: &Arc<Entry>, enc: Encoding, head: &Head) -> Option<Bytes> {
+        if let Some(b) = entry.body(enc) {
+            return Some(b.clone());
+        }
+        let src = entry.origin_body().clone();
+        // Small bodies compress in microseconds; big ones leave the runtime's
+        // threads to other requests.
+        let out = if src.len() < 64 * 1024 {
+            enc.encode(&src)
+        } else {
+            tokio::task::spawn_blocking(move || enc.encode(&src))
+                .await
+                .ok()?
+        };
+        let encoded = Bytes::from(out.ok()?);
+        let mut updated = (**entry).clone();
+        if updated.add_body(enc, encoded.clone()) {
+            let route = &self.routes[head.route];
+            let query =
+                key::normalize_query(head.uri.query().unwrap_or(""), route.key.query.as_ref());
+            let parts = KeyParts {
+                host: &head.host,
+                path: head.uri.path(),
+                query: &query,
+            };
+            if let Some(key) = key::cache_key(&parts, &head.headers, &route.key) {
+                self.store(&key, &updated, unix_ms(SystemTime::now()), route)
+                    .await;
+            }
+        }
+        Some(encoded)
+    }
+
+    /// Unsafe methods: forward, and when the origin reports success invalidate the
+    /// target URI, `Location`, `Content-Location` and the configured tags
+    /// (RFC 9111 §4.4).
+    async fn unsafe_request(&self, head: Head, body: Body, ctx: &mut Ctx) -> Response<Body> {
+        let res = self.pass(&head, body, ctx).await;
+        let status = res.status();
+        if !(status.is_success() || status.is_redirection()) {
+            return res;
+        }
+        let mut tags =
+            vec![self.url_tag_for(head.uri.path_and_query().map_or("/", |p| p.as_str()))];
+        let upstream_host = self
+            .upstream
+            .authority()
+            .and_then(|a| key::normalize_host(a.as_str()));
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(v) = res.headers().get(&name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
+            // Same origin only (§4.4): our host, or the origin's own name for itself.
+            match split_url(v) {
+                (Some(h), pq) if h == head.host || Some(&h) == upstream_host.as_ref() => {
+                    tags.push(self.url_tag_for(&pq))
+                }
+                (Some(_), _) => {}
+                (None, reference) => {
+                    if let Some(pq) = resolve(head.uri.path(), &reference) {
+                        tags.push(self.url_tag_for(&pq));
+                    }
+                }
+            }
+        }
+        for (i, params) in self.invalidate_table.find_all(head.uri.path()) {
+            let rule = &self.invalidate[i];
+            if !rule.trigger.fires_on(&head.method) {
+                continue;
+            }
+            tags.extend(
+                rule.tags
+                    .iter()
+                    .map(|t| rule.trigger.pattern.fill(t, &params)),
+            );
+            tags.extend(
+                rule.urls
+                    .iter()
+                    .map(|u| self.url_tag_for(&rule.trigger.pattern.fill(u, &params))),
+            );
+        }
+        tags.sort();
+        tags.dedup();
+        let ns = self.ns.name();
+        let mut n = 0;
+        for tag in tags {
+            match self.cache.invalidate(Invalidation::tag(ns, tag)).await {
+                Ok(k) => n += k,
+                Err(e) => tracing::warn!(error = %e, "invalidation after an unsafe request failed"),
+            }
+        }
+        self.metrics
+            .invalidations
+            .get_or_create(&SourceLabel {
+                source: "unsafe_method",
+            })
+            .inc_by(n);
+        res
+    }
+
+    /// Forwards a request uncached and relays the answer as it streams.
+    async fn pass(&self, head: &Head, body: Body, ctx: &mut Ctx) -> Response<Body> {
+        let limit = self.cfg.max_request_body();
+        let announced = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<usize>().ok());
+        if announced.is_some_and(|n| n > limit) {
+            let mut res = plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return res;
+        }
+        let body = Body::new(http_body_util::Limited::new(body, limit));
+        let req = self.origin_request(head, body, false);
+        let sent = Instant::now();
+        let result = self.upstream.send(req).await;
+        let took = sent.elapsed();
+        ctx.origin = Some(took);
+        let route = &self.routes[head.route];
+        route.metrics.origin.observe(took.as_secs_f64());
+        match result {
+            Ok(res) => {
+                if res.status().is_server_error() {
+                    route.metrics.origin_error("status_5xx");
+                }
+                self.relay(res)
+            }
+            Err(e) => {
+                route.metrics.origin_error(e.kind());
+                upstream_error(&e)
+            }
+        }
+    }
+
+    /// The origin's response for the client, streamed.
+    fn relay(&self, res: Response<Body>) -> Response<Body> {
+        let (mut parts, body) = res.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        strip_cache_only(&mut parts.headers);
+        Response::from_parts(parts, body)
+    }
+
+    /// The request the origin sees: hop-by-hop and override fields removed,
+    /// forwarding fields set by us. A fetch for the cache (`for_cache`) also drops
+    /// conditionals (the cache answers those) and, when the proxy compresses,
+    /// `Accept-Encoding` (it stores one identity body and encodes per client).
+    fn origin_request(&self, head: &Head, body: Body, for_cache: bool) -> Request<Body> {
+        let mut h = HeaderMap::with_capacity(head.headers.len() + 4);
+        let listed = connection_listed(&head.headers);
+        let mut forwarded_for = Vec::new();
+        for (name, value) in &head.headers {
+            let n = name.as_str();
+            if HOP_BY_HOP.contains(&n) || listed.iter().any(|l| l == n) || name == header::HOST {
+                continue;
+            }
+            if n == "x-forwarded-for" {
+                // Kept for pass-through requests (their answer is never shared).
+                if !for_cache {
+                    forwarded_for.push(value.clone());
+                }
+                continue;
+            }
+            if UNKEYED_OVERRIDES.contains(&n) {
+                continue;
+            }
+            if for_cache
+                && (CONDITIONALS.contains(&n)
+                    || (n == "accept-encoding" && self.compressor.enabled()))
+            {
+                continue;
+            }
+            h.append(name.clone(), value.clone());
+        }
+        let host = if self.cfg.preserve_host {
+            head.headers.get(header::HOST).cloned()
+        } else {
+            match self.upstream.authority() {
+                Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+                // An in-process service sees the client's Host.
+                None => head.headers.get(header::HOST).cloned(),
+            }
+        };
+        if let Some(host) = host {
+            h.insert(header::HOST, host);
+        }
+        if let Ok(v) = HeaderValue::from_str(&head.host) {
+            h.insert("x-forwarded-host", v);
+        }
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        match (&head.peer_ip, head.peer, forwarded_for.is_empty()) {
+            (Some(ip), _, true) => {
+                h.insert("x-forwarded-for", ip.clone());
+            }
+            (ip, Some(peer), _) => {
+                let mut xff = forwarded_for
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if !xff.is_empty() {
+                    xff.push_str(", ");
+                }
+                match ip.as_ref().and_then(|v| v.to_str().ok()) {
+                    Some(s) => xff.push_str(s),
+                    None => xff.push_str(&peer.ip().to_string()),
+                }
+                if let Ok(v) = HeaderValue::from_str(&xff) {
+                    h.insert("x-forwarded-for", v);
+                }
+            }
+            _ => {}
+        }
+        h.append(header::VIA, HeaderValue::from_static("1.1 strata"));
+        // Origins may target `Surrogate-Control` directives at us by this token.
+        h.append(
+            "surrogate-capability",
+            HeaderValue::from_static("strata=\"Surrogate/1.0\""),
+        );
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method.clone();
+        *req.uri_mut() = self.upstream.uri_for(head.uri.path_and_query());
+        *req.headers_mut() = h;
+        req
+    }
+}
+
+/// A selecting field's value as `Vary` matching compares it (RFC 9111 §4.1): all
+/// lines combined, list members trimmed, so `1, 2`, ` 1,2 ` and two lines `1`
+/// and `2` select the same response. `None` if absent.
+fn vary_value(h: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+    let mut it = h.get_all(name).iter().peekable();
+    it.peek()?;
+    let mut v: Vec<u8> = Vec::new();
+    for line in it {
+        for member in line.as_bytes().split(|b| *b == b',') {
+            if !v.is_empty() {
+                v.push(b',');
+            }
+            v.extend_from_slice(member.trim_ascii());
+        }
+    }
+    HeaderValue::from_bytes(&v).ok()
+}
+
+fn connection_listed(h: &HeaderMap) -> Vec<String> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    for name in connection_listed(h) {
+        h.remove(name.as_str());
+    }
+    for name in HOP_BY_HOP {
+        h.remove(*name);
+    }
+}
+
+fn strip_cache_only(h: &mut HeaderMap) {
+    for name in CACHE_ONLY {
+        h.remove(*name);
+    }
+}
+
+fn add_vary(h: &mut HeaderMap, field: &str) {
+    let present = freshness::vary_names(h).any(|n| n == field || n == "*");
+    if !present {
+        h.append(
+            header::VARY,
+            HeaderValue::from_str(field).unwrap_or(HeaderValue::from_static("accept-encoding")),
+        );
+    }
+}
+
+/// A compressed body is a different representation: its `ETag` can only be weak.
+fn weaken_etag(h: &mut HeaderMap) {
+    if let Some(tag) = h.get(header::ETAG).cloned() {
+        if !tag.as_bytes().starts_with(b"W/") {
+            let mut v = b"W/".to_vec();
+            v.extend_from_slice(tag.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&v) {
+                h.insert(header::ETAG, v);
+            }
+        }
+    }
+}
+
+/// Whether a client's conditional GET/HEAD is satisfied by the stored response
+/// (RFC 9110 §13.1.2, §13.1.3, evaluated as §13.2.2 orders them).
+fn not_modified(req: &HeaderMap, e: &Entry) -> bool {
+    if e.status != StatusCode::OK {
+        return false;
+    }
+    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        let Some(etag) = e.headers.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+        let ours = opaque(etag);
+        return inm.split(',').any(|t| t.trim() == "*" || opaque(t) == ours);
+    }
+    if let Some(ims) = req
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| httpdate::parse_http_date(s.trim()).ok())
+    {
+        let lm = e
+            .headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| httpdate::parse_http_date(s.trim()).ok());
+        return lm.is_some_and(|lm| lm <= ims);
+    }
+    false
+}
+
+fn plain(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut res = Response::new(Body::from(format!("{msg}\n")));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn upstream_error(e: &UpstreamError) -> Response<Body> {
+    tracing::warn!(error = %e, "origin request failed");
+    match e {
+        UpstreamError::Timeout(_) => plain(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the origin did not answer in time",
+        ),
+        UpstreamError::Connect(_) => plain(StatusCode::BAD_GATEWAY, "the origin is unreachable"),
+        UpstreamError::Protocol(_) => {
+            plain(StatusCode::BAD_GATEWAY, "the origin's response was broken")
+        }
+        UpstreamError::Service(_) => plain(StatusCode::BAD_GATEWAY, "the service failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_conditionals() {
+        let mut h = HeaderMap::new();
+        h.insert("etag", "\"v1\"".parse().unwrap());
+        h.insert(
+            "last-modified",
+            "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
+        );
+        let e = Entry::new(StatusCode::OK, h, Timing::default());
+        let req = |k: &str, v: &str| {
+            let mut r = HeaderMap::new();
+            r.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+            r
+        };
+        assert!(not_modified(&req("if-none-match", "\"v0\", W/\"v1\""), &e));
+        assert!(not_modified(&req("if-none-match", "*"), &e));
+        assert!(!not_modified(&req("if-none-match", "\"v2\""), &e));
+        assert!(not_modified(
+            &req("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            &e
+        ));
+        assert!(!not_modified(
+            &req("if-modified-since", "Sat, 05 Nov 1994 08:49:37 GMT"),
+            &e
+        ));
+        assert!(!not_modified(&HeaderMap::new(), &e));
+    }
+
+    #[test]
+    fn relative_references_resolve_against_the_request_path() {
+        assert_eq!(resolve("/a/b", "c").as_deref(), Some("/a/c"));
+        assert_eq!(resolve("/a/b", "/x?y").as_deref(), Some("/x?y"));
+        assert_eq!(resolve("/a/b", "?q=1").as_deref(), Some("/a/b?q=1"));
+        assert_eq!(resolve("/", "c").as_deref(), Some("/c"));
+        assert_eq!(resolve("/a", "//evil/x"), None);
+        assert_eq!(resolve("/a", "https://evil/x"), None);
+    }
+
+    #[test]
+    fn vary_values_are_normalised() {
+        let mut a = HeaderMap::new();
+        a.insert("foo", " 1, 2 ".parse().unwrap());
+        let mut b = HeaderMap::new();
+        b.append("foo", "1".parse().unwrap());
+        b.append("foo", "2".parse().unwrap());
+        let foo = HeaderName::from_static("foo");
+        assert_eq!(vary_value(&a, &foo), vary_value(&b, &foo));
+        assert_eq!(vary_value(&a, &foo).unwrap(), "1,2");
+        assert_eq!(vary_value(&HeaderMap::new(), &foo), None);
+    }
+
+    #[test]
+    fn urls_split() {
+        assert_eq!(
+            split_url("http://API.x:80/a?b=1"),
+            (Some("api.x".into()), "/a?b=1".into())
+        );
+        assert_eq!(split_url("http://h"), (Some("h".into()), "/".into()));
+        assert_eq!(split_url("/a"), (None, "/a".into()));
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_fields_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("content-type", "text/plain".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+}
