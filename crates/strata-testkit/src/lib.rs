@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod postgres;
+pub use postgres::{Postgres, MD5_USER, SCRAM_USER};
+
 /// Why a service could not be started.
 #[derive(Debug)]
 pub struct TestkitError(pub String);
@@ -441,6 +444,26 @@ mod tests {
         let s = RedisSentinel::start().expect("sentinel");
         assert_eq!(s.current_master_port(), Some(s.master.port()));
         assert!(s.url().ends_with("/mymaster"));
+    }
+
+    #[test]
+    fn postgres_starts_with_password_roles_kills_and_restarts() {
+        let mut pg = Postgres::start().expect("postgresql must be installed");
+        pg.psql("CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)")
+            .unwrap();
+        assert_eq!(pg.psql("SELECT v FROM kept").unwrap().trim(), "7");
+        let methods = pg
+            .psql("SELECT rolname, left(rolpassword, 3) FROM pg_authid WHERE rolname LIKE '%_user' ORDER BY 1")
+            .unwrap();
+        assert_eq!(methods.trim(), "md5_user|md5\nscram_user|SCR");
+        pg.kill();
+        assert!(pg.psql("SELECT 1").is_err());
+        pg.restart().unwrap();
+        assert_eq!(
+            pg.psql("SELECT v FROM kept").unwrap().trim(),
+            "7",
+            "data kept"
+        );
     }
 
     #[test]

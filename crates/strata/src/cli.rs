@@ -112,6 +112,13 @@ pub(crate) struct ServeArgs {
     /// Listen address of the HTTP proxy (http.listen, default 127.0.0.1:7080).
     #[arg(long)]
     http_listen: Option<String>,
+    /// PostgreSQL server for the query-measuring proxy, e.g.
+    /// postgres://127.0.0.1:5432 (postgres.upstream); turns the proxy on.
+    #[arg(long)]
+    pg_upstream: Option<String>,
+    /// Listen address of the PostgreSQL proxy (postgres.listen, default 127.0.0.1:6433).
+    #[arg(long)]
+    pg_listen: Option<String>,
 }
 
 impl ServeArgs {
@@ -129,6 +136,8 @@ impl ServeArgs {
         add("memory.max_bytes", self.max_memory.as_deref().map(s));
         add("http.upstream", self.upstream.as_deref().map(s));
         add("http.listen", self.http_listen.as_deref().map(s));
+        add("postgres.upstream", self.pg_upstream.as_deref().map(s));
+        add("postgres.listen", self.pg_listen.as_deref().map(s));
         add(
             "log.format",
             self.log_format.map(|f| match f {

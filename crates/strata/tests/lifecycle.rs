@@ -102,6 +102,18 @@ fn the_printed_example_is_a_valid_configuration() {
     let (st, out, err) = run_cli(&["config", "check", cfg.to_str().unwrap()], &[]);
     assert!(st.success(), "{err}");
     assert!(out.contains("api/risks/{id}"), "{out}");
+    // And so is the PostgreSQL proxy's.
+    let pg: String = example
+        .lines()
+        .skip_while(|l| !l.starts_with("# [postgres]"))
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    assert!(pg.contains("upstream = \"postgres://"), "{pg}");
+    std::fs::write(&cfg, format!("{example}\n{pg}")).unwrap();
+    let (st, out, err) = run_cli(&["config", "check", cfg.to_str().unwrap()], &[]);
+    assert!(st.success(), "{err}");
+    assert!(out.contains("slow_query_threshold"), "{out}");
 }
 
 #[test]

@@ -63,6 +63,9 @@ pub struct Config {
     /// The caching reverse proxy; absent means no proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<strata_http::HttpConfig>,
+    /// The PostgreSQL proxy; absent means no proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<strata_pg::PgConfig>,
 }
 
 /// A set of defaults for an environment.
@@ -483,6 +486,11 @@ impl Config {
         if let Some(http) = &self.http {
             for (field, msg) in http.check() {
                 errs.push((format!("http.{field}"), msg));
+            }
+        }
+        if let Some(pg) = &self.postgres {
+            for (field, msg) in pg.check() {
+                errs.push((format!("postgres.{field}"), msg));
             }
         }
         if self.encrypts() {

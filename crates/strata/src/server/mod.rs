@@ -8,6 +8,7 @@ mod admin_api;
 mod auth;
 mod batch_api;
 mod cache_api;
+mod db_api;
 mod error;
 mod latency;
 mod metrics;
@@ -54,6 +55,8 @@ pub struct AppState {
     request_ids: RequestIds,
     /// The caching reverse proxy, when `[http]` is configured.
     http: Option<strata_http::HttpCache>,
+    /// The PostgreSQL proxy, when `[postgres]` is configured.
+    pg: Option<Arc<strata_pg::PgProxy>>,
 }
 
 /// Why `serve` could not run.
@@ -65,6 +68,9 @@ pub enum ServeError {
     /// The HTTP proxy could not be built.
     #[error("http proxy: {0}")]
     Http(#[from] strata_http::HttpError),
+    /// The PostgreSQL proxy's configuration is unusable.
+    #[error("postgres proxy: {0}")]
+    Postgres(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -100,6 +106,8 @@ pub struct Server {
     listener: TcpListener,
     /// The proxy's own listener, when `[http]` is configured.
     proxy: Option<TcpListener>,
+    /// The PostgreSQL proxy's listener, when `[postgres]` is configured.
+    pg_listener: Option<TcpListener>,
     state: Arc<AppState>,
 }
 
@@ -126,6 +134,20 @@ impl Server {
             }
             None => (None, None),
         };
+        let (pg, pg_listener) = match &cfg.postgres {
+            Some(p) => {
+                let mut pc = p.proxy_config().map_err(ServeError::Postgres)?;
+                pc.shutdown_grace = cfg.shutdown_timeout();
+                let addr = p.listen();
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr, source })?;
+                let proxy = strata_pg::PgProxy::new(pc);
+                proxy.metrics().register(&mut registry);
+                (Some(proxy), Some(l))
+            }
+            None => (None, None),
+        };
         let state = Arc::new(AppState {
             auth: Auth::from_config(&cfg),
             cache,
@@ -137,12 +159,19 @@ impl Server {
             started: Instant::now(),
             request_ids: RequestIds::new(),
             http,
+            pg,
         });
         Ok(Server {
             listener,
             proxy,
+            pg_listener,
             state,
         })
+    }
+
+    /// The PostgreSQL proxy's bound address, when `[postgres]` is configured.
+    pub fn pg_addr(&self) -> Option<SocketAddr> {
+        self.pg_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The proxy's bound address, when `[http]` is configured.
@@ -164,6 +193,7 @@ impl Server {
         let Server {
             listener,
             proxy,
+            pg_listener,
             state,
         } = self;
         let cfg = state.config.clone();
@@ -186,6 +216,21 @@ impl Server {
                     },
                     cfg.shutdown_timeout(),
                 )))
+            }
+            _ => None,
+        };
+        let pg_task = match (pg_listener, &state.pg) {
+            (Some(l), Some(pg)) => {
+                let up = &pg.config().upstream;
+                tracing::info!(
+                    listen = %l.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
+                    upstream = %format!("{}:{}", up.host, up.port),
+                    "postgres proxy serving"
+                );
+                let mut rx = proxy_stopped.clone();
+                Some(tokio::spawn(pg.clone().serve(l, async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })))
             }
             _ => None,
         };
@@ -251,6 +296,9 @@ impl Server {
         if let Some(t) = proxy_task {
             let _ = tokio::time::timeout(left, t).await;
         }
+        if let Some(t) = pg_task {
+            let _ = tokio::time::timeout(left, t).await;
+        }
         if !state.cache.flush_invalidations(left).await {
             tracing::warn!("some invalidation messages could not be published before exit");
         }
@@ -277,6 +325,11 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/invalidate", post(batch_api::invalidate))
         .route("/v1/http/purge", post(admin_api::http_purge))
+        .route("/v1/db/queries", get(db_api::queries))
+        .route("/v1/db/slow", get(db_api::slow))
+        .route("/v1/db/n-plus-one", get(db_api::n_plus_one))
+        .route("/v1/db/tables", get(db_api::tables))
+        .route("/v1/db/baseline", post(db_api::baseline))
         .route("/v1/stats", get(admin_api::stats))
         .route("/health", get(admin_api::health))
         .route("/ready", get(admin_api::ready))
@@ -336,6 +389,11 @@ fn route_label(path: &str) -> &'static str {
         "/v1/stats" => return "/v1/stats",
         "/v1/invalidate" => return "/v1/invalidate",
         "/v1/http/purge" => return "/v1/http/purge",
+        "/v1/db/queries" => return "/v1/db/queries",
+        "/v1/db/slow" => return "/v1/db/slow",
+        "/v1/db/n-plus-one" => return "/v1/db/n-plus-one",
+        "/v1/db/tables" => return "/v1/db/tables",
+        "/v1/db/baseline" => return "/v1/db/baseline",
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/v1/cache/") else {

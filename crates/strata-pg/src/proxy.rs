@@ -1,0 +1,521 @@
+//! The session-mode proxy: one server connection per client, bytes relayed unchanged
+//! in both directions, each direction scanned for message boundaries so queries can
+//! be timed. Authentication passes through (trust, md5, SCRAM), so the proxy holds
+//! no passwords. `SSLRequest` and `GSSENCRequest` are answered `N`; cancel requests
+//! go to the server as they came (the key in them is the server's own).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::insight::{Insight, InsightConfig, SessionInfo};
+use crate::metrics::PgMetrics;
+use crate::protocol::{
+    error_response, parse_startup, startup_len, ProtocolError, Scanner, Seen, Startup,
+};
+use crate::tracker::{QueryEvent, Tracker};
+
+/// Where the PostgreSQL server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl Upstream {
+    /// Parses `postgres://[user@]host[:port][/db]` (or `postgresql://`); only host
+    /// and port are used: clients bring their own user, database and password.
+    ///
+    /// ```
+    /// let u = strata_pg::Upstream::parse("postgres://app@db.internal:6432/shop").unwrap();
+    /// assert_eq!((u.host.as_str(), u.port), ("db.internal", 6432));
+    /// ```
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+            .ok_or_else(|| format!("`{url}`: expected postgres://host:port"))?;
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let hostport = authority.rsplit('@').next().unwrap_or("");
+        // `[v6]:port`, `[v6]`, `host:port`, `host`.
+        let (host, port) = match hostport.strip_prefix('[') {
+            Some(v6) => {
+                let (h, after) = v6
+                    .split_once(']')
+                    .ok_or_else(|| format!("`{url}`: unclosed `[`"))?;
+                (h, after.strip_prefix(':'))
+            }
+            None => match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            },
+        };
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| format!("`{url}`: port `{p}` is not a number"))?,
+            None => 5432,
+        };
+        if host.is_empty() {
+            return Err(format!("`{url}`: no host"));
+        }
+        Ok(Upstream {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// Proxy settings.
+#[derive(Debug, Clone)]
+pub struct PgProxyConfig {
+    /// The PostgreSQL server.
+    pub upstream: Upstream,
+    /// Client sessions at once; more get `53300 too many connections`.
+    pub max_client_connections: usize,
+    /// Connecting to the server.
+    pub connect_timeout: Duration,
+    /// A client must finish its startup packet within this.
+    pub startup_timeout: Duration,
+    /// Idle clients (nothing in flight) are disconnected after this; None: never.
+    pub client_idle_timeout: Option<Duration>,
+    /// On shutdown, sessions get this long to end before they are closed.
+    pub shutdown_grace: Duration,
+    /// Query insight.
+    pub insight: InsightConfig,
+}
+
+impl PgProxyConfig {
+    /// Defaults for `upstream`.
+    pub fn new(upstream: Upstream) -> Self {
+        PgProxyConfig {
+            upstream,
+            max_client_connections: 1000,
+            connect_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(10),
+            client_idle_timeout: None,
+            shutdown_grace: Duration::from_secs(10),
+            insight: InsightConfig::default(),
+        }
+    }
+}
+
+/// The PostgreSQL proxy.
+///
+/// ```no_run
+/// # async fn run() {
+/// use strata_pg::{PgProxy, PgProxyConfig, Upstream};
+/// let cfg = PgProxyConfig::new(Upstream::parse("postgres://127.0.0.1:5432").unwrap());
+/// let proxy = PgProxy::new(cfg);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:6433").await.unwrap();
+/// proxy.serve(listener, std::future::pending()).await;
+/// # }
+/// ```
+pub struct PgProxy {
+    cfg: PgProxyConfig,
+    insight: Insight,
+    limit: Arc<Semaphore>,
+    next_conn: AtomicU64,
+    metrics: PgMetrics,
+}
+
+impl PgProxy {
+    /// A proxy and its insight thread.
+    pub fn new(cfg: PgProxyConfig) -> Arc<Self> {
+        let metrics = PgMetrics::new();
+        metrics.max_clients.set(cfg.max_client_connections as i64);
+        Arc::new(PgProxy {
+            insight: Insight::start(cfg.insight.clone(), metrics.clone()),
+            limit: Arc::new(Semaphore::new(cfg.max_client_connections)),
+            next_conn: AtomicU64::new(1),
+            metrics,
+            cfg,
+        })
+    }
+
+    /// Query statistics, slow log, N+1 findings.
+    pub fn insight(&self) -> &Insight {
+        &self.insight
+    }
+
+    /// Its metrics (register them with [`PgMetrics::register`]).
+    pub fn metrics(&self) -> &PgMetrics {
+        &self.metrics
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PgProxyConfig {
+        &self.cfg
+    }
+
+    /// Accepts sessions until `shutdown` resolves, then gives open sessions
+    /// `shutdown_grace` to end.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let mut sessions = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((sock, peer)) => {
+                        let permit = self.limit.clone().try_acquire_owned().ok();
+                        sessions.spawn(self.clone().session(sock, peer, permit));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "postgres proxy: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        let _ = tokio::time::timeout(self.cfg.shutdown_grace, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        sessions.shutdown().await;
+    }
+
+    async fn session(
+        self: Arc<Self>,
+        mut client: TcpStream,
+        peer: SocketAddr,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        let _ = client.set_nodelay(true);
+        let startup =
+            match tokio::time::timeout(self.cfg.startup_timeout, read_startup(&mut client)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(StartupError::Protocol(e))) => {
+                    self.metrics.protocol_errors.inc();
+                    let code = match e {
+                        ProtocolError::UnsupportedProtocol { .. } => "0A000",
+                        _ => "08P01",
+                    };
+                    let _ = fatal(&mut client, code, &e.to_string()).await;
+                    return;
+                }
+                Ok(Err(StartupError::Io)) | Err(_) => return,
+            };
+        let (startup, packet) = startup;
+        if let Startup::Cancel { .. } = startup {
+            self.forward_cancel(&packet).await;
+            return;
+        }
+        let Some(_permit) = permit else {
+            self.metrics.refused.inc();
+            let msg = format!(
+                "sorry, too many clients already (strata max_client_connections = {})",
+                self.cfg.max_client_connections
+            );
+            let _ = fatal(&mut client, "53300", &msg).await;
+            return;
+        };
+        let up = &self.cfg.upstream;
+        let server = match tokio::time::timeout(
+            self.cfg.connect_timeout,
+            TcpStream::connect((up.host.as_str(), up.port)),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return self.unreachable(&mut client, &e.to_string()).await,
+            Err(_) => return self.unreachable(&mut client, "connect timed out").await,
+        };
+        let _ = server.set_nodelay(true);
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let user = startup.param("user").unwrap_or_default().to_string();
+        let info = Arc::new(SessionInfo {
+            database: startup.param("database").unwrap_or(&user).to_string(),
+            user,
+            client: peer.ip().to_string(),
+        });
+        self.metrics.clients.inc();
+        self.metrics.servers.inc();
+        self.relay(conn, client, server, &packet, &info).await;
+        self.metrics.clients.dec();
+        self.metrics.servers.dec();
+        self.insight.closed(conn);
+    }
+
+    async fn unreachable(&self, client: &mut TcpStream, why: &str) {
+        self.metrics.connect_errors.inc();
+        let up = &self.cfg.upstream;
+        tracing::warn!(upstream = %format!("{}:{}", up.host, up.port), error = why, "postgres proxy: server unreachable");
+        let msg = format!(
+            "strata: cannot reach the PostgreSQL server at {}:{}: {why}",
+            up.host, up.port
+        );
+        let _ = fatal(client, "08006", &msg).await;
+    }
+
+    /// A cancel request names the server's own backend pid and key (the client got
+    /// them from the server through us), so it goes to the server as it is.
+    async fn forward_cancel(&self, packet: &[u8]) {
+        let up = &self.cfg.upstream;
+        let connect = TcpStream::connect((up.host.as_str(), up.port));
+        if let Ok(Ok(mut s)) = tokio::time::timeout(self.cfg.connect_timeout, connect).await {
+            if s.write_all(packet).await.is_ok() {
+                // The server closes when it has handled it.
+                let mut sink = [0u8; 64];
+                let _ = tokio::time::timeout(self.cfg.connect_timeout, s.read(&mut sink)).await;
+            }
+        }
+    }
+
+    async fn relay(
+        &self,
+        conn: u64,
+        mut client: TcpStream,
+        mut server: TcpStream,
+        startup: &[u8],
+        info: &Arc<SessionInfo>,
+    ) {
+        if server.write_all(startup).await.is_err() {
+            return self.unreachable(&mut client, "connection closed").await;
+        }
+        let tracker = Mutex::new(Tracker::new(conn));
+        let mut front = Scanner::frontend();
+        let mut back = Scanner::backend();
+        let end = {
+            let (cr, mut cw) = client.split();
+            let (sr, mut sw) = server.split();
+            tokio::select! {
+                r = pump_client(cr, &mut sw, &mut front, &tracker, self.cfg.client_idle_timeout) => r,
+                r = pump_server(sr, &mut cw, &mut back, &tracker, &self.insight, info) => r,
+            }
+        };
+        let t = tracker.into_inner().unwrap_or_else(|p| p.into_inner());
+        match end {
+            End::ClientGone => {}
+            End::ServerGone => {
+                // Tell the client why, unless the server did or we are mid-message.
+                if !t.server_fatal && back.at_boundary() {
+                    let _ = fatal(
+                        &mut client,
+                        "08006",
+                        "strata: the PostgreSQL server closed the connection",
+                    )
+                    .await;
+                }
+            }
+            End::ClientProtocol(e) => {
+                self.metrics.protocol_errors.inc();
+                let _ = fatal(&mut client, "08P01", &e.to_string()).await;
+            }
+            End::ServerProtocol(e) => {
+                self.metrics.protocol_errors.inc();
+                tracing::warn!(error = %e, "postgres proxy: invalid message from the server");
+                if back.at_boundary() {
+                    let msg = format!("strata: invalid message from the server: {e}");
+                    let _ = fatal(&mut client, "08P01", &msg).await;
+                }
+            }
+            End::Idle => {
+                let _ = fatal(
+                    &mut client,
+                    "57P05",
+                    "terminating connection due to idle timeout (strata client_idle_timeout)",
+                )
+                .await;
+            }
+        }
+    }
+}
+
+enum End {
+    ClientGone,
+    ServerGone,
+    ClientProtocol(ProtocolError),
+    ServerProtocol(ProtocolError),
+    Idle,
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+async fn pump_client<R, W>(
+    mut from: R,
+    to: &mut W,
+    scanner: &mut Scanner,
+    tracker: &Mutex<Tracker>,
+    idle: Option<Duration>,
+) -> End
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut terminated = false;
+    loop {
+        buf.reserve(READ_CHUNK);
+        let read = match idle {
+            Some(limit) => loop {
+                match tokio::time::timeout(limit, from.read_buf(&mut buf)).await {
+                    Ok(r) => break r,
+                    // Only a session with nothing in flight is idle.
+                    Err(_) if lock(tracker).is_idle() => return End::Idle,
+                    Err(_) => continue,
+                }
+            },
+            None => from.read_buf(&mut buf).await,
+        };
+        match read {
+            Ok(0) | Err(_) => return End::ClientGone,
+            Ok(_) => {}
+        }
+        let now = Instant::now();
+        let scanned = {
+            let mut t = lock(tracker);
+            scanner.scan(&buf, |seen| {
+                if let Seen::Message {
+                    tag,
+                    body,
+                    complete,
+                } = seen
+                {
+                    terminated |= tag == b'X';
+                    t.client_message(tag, body, complete, now);
+                }
+            })
+        };
+        let n = match scanned {
+            Ok(n) => n,
+            Err(e) => return End::ClientProtocol(e),
+        };
+        if n > 0 {
+            let chunk = buf.split_to(n);
+            if to.write_all(&chunk).await.is_err() {
+                return End::ServerGone;
+            }
+        }
+        if terminated {
+            return End::ClientGone;
+        }
+    }
+}
+
+async fn pump_server<R, W>(
+    mut from: R,
+    to: &mut W,
+    scanner: &mut Scanner,
+    tracker: &Mutex<Tracker>,
+    insight: &Insight,
+    info: &Arc<SessionInfo>,
+) -> End
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut done: Vec<QueryEvent> = Vec::new();
+    loop {
+        buf.reserve(READ_CHUNK);
+        match from.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return End::ServerGone,
+            Ok(_) => {}
+        }
+        let now = Instant::now();
+        let scanned = {
+            let mut t = lock(tracker);
+            scanner.scan(&buf, |seen| {
+                if let Seen::Message { tag, body, .. } = seen {
+                    if let Some(ev) = t.server_message(tag, body, now) {
+                        done.push(ev);
+                    }
+                }
+            })
+        };
+        for ev in done.drain(..) {
+            insight.record(ev, info);
+        }
+        let n = match scanned {
+            Ok(n) => n,
+            Err(e) => return End::ServerProtocol(e),
+        };
+        if n > 0 {
+            let chunk = buf.split_to(n);
+            if to.write_all(&chunk).await.is_err() {
+                return End::ClientGone;
+            }
+        }
+    }
+}
+
+fn lock(t: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+enum StartupError {
+    Io,
+    Protocol(ProtocolError),
+}
+
+impl From<std::io::Error> for StartupError {
+    fn from(_: std::io::Error) -> Self {
+        StartupError::Io
+    }
+}
+
+impl From<ProtocolError> for StartupError {
+    fn from(e: ProtocolError) -> Self {
+        StartupError::Protocol(e)
+    }
+}
+
+/// Reads startup packets, answering SSL and GSSAPI encryption requests with `N`,
+/// until a startup message or a cancel request; returns it and its bytes.
+async fn read_startup(client: &mut TcpStream) -> Result<(Startup, Vec<u8>), StartupError> {
+    // libpq asks for GSSAPI then TLS at most once each.
+    for _ in 0..3 {
+        let mut head = [0u8; 4];
+        client.read_exact(&mut head).await?;
+        let len = startup_len(head)?;
+        let mut packet = vec![0u8; len];
+        packet[..4].copy_from_slice(&head);
+        client.read_exact(&mut packet[4..]).await?;
+        match parse_startup(&packet)? {
+            Startup::SslRequest | Startup::GssEncRequest => client.write_all(b"N").await?,
+            s => return Ok((s, packet)),
+        }
+    }
+    Err(ProtocolError::BadStartup("too many encryption requests").into())
+}
+
+async fn fatal(client: &mut TcpStream, code: &str, message: &str) -> std::io::Result<()> {
+    client
+        .write_all(&error_response("FATAL", code, message))
+        .await?;
+    client.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls() {
+        let u = Upstream::parse("postgres://127.0.0.1:5432").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 5432));
+        let u = Upstream::parse("postgresql://u:p@db/x?sslmode=disable").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("db", 5432));
+        let u = Upstream::parse("postgres://[::1]:6000").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 6000));
+        assert!(Upstream::parse("mysql://x").is_err());
+        assert!(Upstream::parse("postgres://h:notaport").is_err());
+        assert!(Upstream::parse("postgres:///db").is_err());
+        let u = Upstream::parse("postgres://[::1]/db").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 5432));
+    }
+}
