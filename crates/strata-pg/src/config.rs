@@ -29,6 +29,9 @@ pub struct PgConfig {
     /// each client).
     #[serde(default)]
     pub upstream: String,
+    /// Threads serving sessions, each with its own single-threaded runtime
+    /// (default: one per core).
+    pub workers: Option<usize>,
     /// Client sessions at once; more are refused with SQLSTATE 53300 (default 1000).
     pub max_client_connections: Option<usize>,
     /// Bound on connecting to the server (default 5 s).
@@ -58,6 +61,12 @@ impl PgConfig {
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 6433)))
     }
 
+    /// Session threads: `workers`, else one per core.
+    pub fn workers(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
     /// Problems types alone cannot catch: (field, message).
     pub fn check(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
@@ -71,6 +80,7 @@ impl PgConfig {
         }
         let positive = [
             ("max_client_connections", self.max_client_connections),
+            ("workers", self.workers),
             ("top_queries", self.top_queries),
             ("slow_log_size", self.slow_log_size),
         ];

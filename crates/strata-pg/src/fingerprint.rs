@@ -59,7 +59,11 @@ pub struct Fingerprint {
     pub parsed: bool,
 }
 
-/// Fingerprints with a bounded cache of texts already parsed.
+/// Fingerprints with a bounded cache of query shapes already parsed.
+///
+/// The cache is keyed by the text with its numeric and string literals masked
+/// ([`shape`]), so `WHERE id = 1` and `WHERE id = 2`, sent with the simple protocol,
+/// cost one parse between them, not one each.
 ///
 /// ```
 /// let mut f = strata_pg::fingerprint::Fingerprinter::new(1000);
@@ -81,15 +85,126 @@ impl Fingerprinter {
         }
     }
 
-    /// The fingerprint of `sql`, parsing it only the first time this text is seen.
+    /// The fingerprint of `sql`, parsing it only the first time its shape is seen.
     pub fn fingerprint(&mut self, sql: &str) -> Arc<Fingerprint> {
-        if let Some(f) = self.cache.get(sql) {
+        let key = shape(sql);
+        if let Some(f) = self.cache.get(key.as_ref()) {
             return f.clone();
         }
         let f = Arc::new(compute(sql));
-        self.cache.insert(Arc::from(sql), f.clone());
+        self.cache.insert(Arc::from(key.as_ref()), f.clone());
         f
     }
+}
+
+/// `sql` with each numeric literal replaced by `0` and each single-quoted string by
+/// `''`: texts that differ only in constants share a shape, and pg_query gives them
+/// the same fingerprint (it ignores constants). Digits inside identifiers (`t1`),
+/// parameters (`$1`), double-quoted identifiers, comments and dollar-quoted bodies
+/// are kept, so texts of different shapes never share one.
+///
+/// ```
+/// use strata_pg::fingerprint::shape;
+/// assert_eq!(shape("SELECT * FROM t1 WHERE id = 42 AND name = 'it''s'"),
+///            "SELECT * FROM t1 WHERE id = 0 AND name = ''");
+/// assert_eq!(shape("SELECT $1, \"a'b\", 1.5e3"), "SELECT $1, \"a'b\", 0");
+/// ```
+pub fn shape(sql: &str) -> std::borrow::Cow<'_, str> {
+    let b = sql.as_bytes();
+    // Nothing to mask: no copy.
+    if !b.iter().any(|c| c.is_ascii_digit() || *c == b'\'') {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut i = 0;
+    let mut copied = 0;
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    while i < b.len() {
+        match b[i] {
+            b'\'' => {
+                // A string constant, '' as an escaped quote (E'' backslashes too).
+                let escapes = i > 0 && (b[i - 1] == b'E' || b[i - 1] == b'e');
+                let mut j = i + 1;
+                while j < b.len() {
+                    if escapes && b[j] == b'\\' {
+                        j += 2;
+                        continue;
+                    }
+                    if b[j] == b'\'' {
+                        if b.get(j + 1) == Some(&b'\'') {
+                            j += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    j += 1;
+                }
+                out.push_str(&sql[copied..i]);
+                out.push_str("''");
+                i = (j + 1).min(b.len());
+                copied = i;
+            }
+            b'"' => {
+                // A quoted identifier: kept as is.
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 2;
+            }
+            b'$' if b.get(i + 1).is_some_and(|c| !c.is_ascii_digit()) => {
+                // $tag$ … $tag$ (or $$ … $$): kept as is; anything else is a word.
+                let tag_end = b[i + 1..].iter().position(|c| *c == b'$');
+                match tag_end {
+                    Some(n) if b[i + 1..i + 1 + n].iter().all(|c| word(*c) && *c != b'$') => {
+                        let tag = &sql[i..i + n + 2];
+                        let body = i + n + 2;
+                        i = sql[body..]
+                            .find(tag)
+                            .map_or(b.len(), |p| body + p + tag.len());
+                    }
+                    _ => i += 1,
+                }
+            }
+            c if c.is_ascii_digit() && (i == 0 || !word(b[i - 1])) => {
+                // A number: digits, '.', an exponent.
+                let mut j = i;
+                while j < b.len()
+                    && (b[j].is_ascii_alphanumeric()
+                        || b[j] == b'.'
+                        || b[j] == b'_'
+                        || ((b[j] == b'+' || b[j] == b'-') && matches!(b[j - 1], b'e' | b'E')))
+                {
+                    j += 1;
+                }
+                out.push_str(&sql[copied..i]);
+                out.push('0');
+                i = j;
+                copied = i;
+            }
+            c if word(c) => {
+                // Skip the rest of a word, so digits inside it are kept.
+                while i < b.len() && word(b[i]) {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&sql[copied.min(sql.len())..]);
+    std::borrow::Cow::Owned(out)
 }
 
 fn compute(sql: &str) -> Fingerprint {
@@ -195,6 +310,50 @@ mod tests {
             Command::Ddl
         );
         assert_eq!(f.fingerprint("SET x = 1").command, Command::Other);
+    }
+
+    #[test]
+    fn shapes_merge_constants_and_nothing_else() {
+        let same = [
+            (
+                "SELECT a FROM t WHERE id = 1",
+                "SELECT a FROM t WHERE id = 2000",
+            ),
+            ("SELECT 'x', 1.5", "SELECT 'it''s', 3e-7"),
+            ("SELECT E'a\\'b'", "SELECT E'zz'"),
+        ];
+        for (a, b) in same {
+            assert_eq!(shape(a), shape(b), "{a} | {b}");
+        }
+        let different = [
+            ("SELECT * FROM t1", "SELECT * FROM t2"),
+            ("SELECT $1", "SELECT $2"),
+            ("SELECT \"c1\" FROM t", "SELECT \"c2\" FROM t"),
+            ("SELECT 1 -- 1\n", "SELECT 1 -- 2\n"),
+            ("SELECT $$1$$", "SELECT $$2$$"),
+            ("SELECT $q$ 1 $q$", "SELECT $q$ 2 $q$"),
+        ];
+        for (a, b) in different {
+            assert_ne!(shape(a), shape(b), "{a} | {b}");
+        }
+        // Unterminated things and odd bytes never panic.
+        for s in [
+            "'", "\"", "/*", "--", "$", "$a", "$a$", "E'\\", "1e", "é1'", "1.e+",
+        ] {
+            let _ = shape(s);
+        }
+    }
+
+    #[test]
+    fn one_parse_per_shape_same_answer_as_parsing_each() {
+        let mut f = Fingerprinter::new(100);
+        let a = f.fingerprint("SELECT abalance FROM pgbench_accounts WHERE aid = 17");
+        let b = f.fingerprint("SELECT abalance FROM pgbench_accounts WHERE aid = 99");
+        assert!(Arc::ptr_eq(&a, &b), "served from the shape cache");
+        assert_eq!(
+            *a,
+            compute("SELECT abalance FROM pgbench_accounts WHERE aid = 99")
+        );
     }
 
     #[test]

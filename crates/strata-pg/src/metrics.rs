@@ -51,6 +51,14 @@ pub struct PgMetrics {
     pub dropped: Counter,
 }
 
+/// One statement kind's handles, looked up once instead of per query.
+#[derive(Clone)]
+pub(crate) struct CommandHandles {
+    pub(crate) queries: Counter,
+    pub(crate) duration: Histogram,
+    pub(crate) errors: Counter,
+}
+
 impl Default for PgMetrics {
     fn default() -> Self {
         Self::new()
@@ -73,6 +81,15 @@ impl PgMetrics {
             protocol_errors: Counter::default(),
             connect_errors: Counter::default(),
             dropped: Counter::default(),
+        }
+    }
+
+    pub(crate) fn for_command(&self, command: &'static str) -> CommandHandles {
+        let label = CommandLabel { command };
+        CommandHandles {
+            queries: self.queries.get_or_create(&label).clone(),
+            duration: self.duration.get_or_create(&label).clone(),
+            errors: self.errors.get_or_create(&label).clone(),
         }
     }
 

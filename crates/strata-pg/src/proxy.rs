@@ -159,18 +159,104 @@ impl PgProxy {
     }
 
     /// Accepts sessions until `shutdown` resolves, then gives open sessions
-    /// `shutdown_grace` to end.
+    /// `shutdown_grace` to end. Sessions run on the caller's runtime.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let mut sessions = JoinSet::new();
+        let this = self.clone();
+        self.accept_until(listener, shutdown, |sock, peer, permit| {
+            // Reap ended sessions so the set holds only live ones.
+            while sessions.try_join_next().is_some() {}
+            sessions.spawn(this.clone().session(sock, peer, permit));
+        })
+        .await;
+        drain(sessions, self.cfg.shutdown_grace).await;
+    }
+
+    /// Like [`PgProxy::serve`], with sessions handed round-robin to `workers` threads
+    /// that each run a single-threaded runtime: a session's two directions and its
+    /// wake-ups stay on one thread (measured in docs/decisions.md). Returns when
+    /// every worker has drained.
+    pub async fn serve_on_workers(
+        self: Arc<Self>,
+        listener: TcpListener,
+        workers: usize,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        type Handoff = (
+            std::net::TcpStream,
+            SocketAddr,
+            Option<OwnedSemaphorePermit>,
+        );
+        let mut senders = Vec::new();
+        let mut done = Vec::new();
+        for n in 0..workers.max(1) {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Handoff>();
+            let (finished_tx, finished_rx) = tokio::sync::oneshot::channel::<()>();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let this = self.clone();
+            std::thread::Builder::new()
+                .name(format!("strata-pg-{n}"))
+                .spawn(move || {
+                    rt.block_on(async move {
+                        let mut sessions = JoinSet::new();
+                        loop {
+                            tokio::select! {
+                                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                                got = rx.recv() => match got {
+                                    Some((std, peer, permit)) => match TcpStream::from_std(std) {
+                                        Ok(sock) => {
+                                            sessions.spawn(this.clone().session(sock, peer, permit));
+                                        }
+                                        Err(e) => tracing::debug!(%peer, error = %e, "could not adopt a session"),
+                                    },
+                                    None => break,
+                                },
+                            }
+                        }
+                        drain(sessions, this.cfg.shutdown_grace).await;
+                    });
+                    let _ = finished_tx.send(());
+                })?;
+            senders.push(tx);
+            done.push(finished_rx);
+        }
+        let mut next = 0usize;
+        self.accept_until(listener, shutdown, |sock, peer, permit| {
+            // A stream leaves this runtime's reactor to join the worker's.
+            match sock.into_std() {
+                Ok(std) => {
+                    let _ = senders[next % senders.len()].send((std, peer, permit));
+                    next = next.wrapping_add(1);
+                }
+                Err(e) => tracing::debug!(%peer, error = %e, "could not hand a session over"),
+            }
+        })
+        .await;
+        // Closing the channels tells the workers to drain and stop.
+        drop(senders);
+        for d in done {
+            let _ = d.await;
+        }
+        Ok(())
+    }
+
+    async fn accept_until(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        mut on_accept: impl FnMut(TcpStream, SocketAddr, Option<OwnedSemaphorePermit>),
+    ) {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
                 accepted = listener.accept() => match accepted {
                     Ok((sock, peer)) => {
+                        // No permit: the session is refused after its startup packet.
                         let permit = self.limit.clone().try_acquire_owned().ok();
-                        sessions.spawn(self.clone().session(sock, peer, permit));
+                        on_accept(sock, peer, permit);
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -180,12 +266,6 @@ impl PgProxy {
                 },
             }
         }
-        drop(listener);
-        let _ = tokio::time::timeout(self.cfg.shutdown_grace, async {
-            while sessions.join_next().await.is_some() {}
-        })
-        .await;
-        sessions.shutdown().await;
     }
 
     async fn session(
@@ -333,6 +413,15 @@ impl PgProxy {
             }
         }
     }
+}
+
+/// Gives sessions `grace` to end, then closes the rest.
+async fn drain(mut sessions: JoinSet<()>, grace: Duration) {
+    let _ = tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    sessions.shutdown().await;
 }
 
 enum End {

@@ -202,9 +202,15 @@ impl Stats {
         }
     }
 
-    /// Records one execution.
-    pub fn record(&mut self, fp: &Arc<Fingerprint>, d: Duration, rows: u64, failed: bool) {
-        let now = unix_ms(SystemTime::now());
+    /// Records one execution that ended at `now` (Unix ms).
+    pub fn record(
+        &mut self,
+        fp: &Arc<Fingerprint>,
+        d: Duration,
+        rows: u64,
+        failed: bool,
+        now: u64,
+    ) {
         self.queries
             .entry(fp.id)
             .or_insert_with(|| QueryStats::new(fp.clone(), now))
@@ -226,10 +232,14 @@ impl Stats {
     }
 
     fn table(&mut self, name: &str) -> Option<&mut TableStats> {
-        if !self.tables.contains_key(name) && self.tables.len() >= self.max_tables {
-            return None;
+        // Look up before inserting: no key allocated for a table already known.
+        if !self.tables.contains_key(name) {
+            if self.tables.len() >= self.max_tables {
+                return None;
+            }
+            self.tables.insert(name.to_string(), TableStats::default());
         }
-        Some(self.tables.entry(name.to_string()).or_default())
+        self.tables.get_mut(name)
     }
 
     fn fold(&mut self) {
@@ -317,7 +327,7 @@ mod tests {
             let name = format!("t_{}{}", letter(i / 26), letter(i % 26));
             let fp = f.fingerprint(&format!("SELECT * FROM {name} WHERE id = 1"));
             // t29 is the most expensive.
-            s.record(&fp, Duration::from_millis(i + 1), 1, false);
+            s.record(&fp, Duration::from_millis(i + 1), 1, false, 0);
         }
         assert!(s.len() <= 10 + 1 + 1, "bounded: {}", s.len());
         let all = s.summaries();
@@ -340,7 +350,7 @@ mod tests {
         let fp = f.fingerprint("SELECT 1");
         let mut s = Stats::new(10, 5);
         for ms in 1..=100u64 {
-            s.record(&fp, Duration::from_millis(ms), 1, ms == 100);
+            s.record(&fp, Duration::from_millis(ms), 1, ms == 100, 0);
         }
         let q = &s.summaries()[0];
         assert_eq!((q.calls, q.errors, q.rows), (100, 1, 100));

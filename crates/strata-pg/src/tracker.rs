@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::protocol::{command_rows, cstr, error_field};
 
@@ -32,8 +32,6 @@ pub struct QueryEvent {
     /// Transaction it ran in, as a per-session counter; None outside a transaction
     /// block.
     pub transaction: Option<u64>,
-    /// When it finished.
-    pub at: SystemTime,
 }
 
 #[derive(Debug)]
@@ -297,7 +295,6 @@ impl Tracker {
             rows,
             error,
             transaction: in_transaction.then_some(self.transaction_seq),
-            at: SystemTime::now(),
         }
     }
 

@@ -1,15 +1,20 @@
 //! Arbitrary bytes as a client's or a server's stream: the startup parser, the frame
-//! scanner (fed in chunks whose sizes come from the input) and the session tracker
-//! must never panic, and the scanner must account for every byte it is given.
+//! scanner (fed in chunks whose sizes come from the input), the session tracker and
+//! the literal masker must never panic, and the scanner must account for every byte it is given.
 #![no_main]
 
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
+use strata_pg::fingerprint::shape;
 use strata_pg::protocol::{parse_startup, startup_len, Scanner, Seen};
 use strata_pg::tracker::Tracker;
 
 fuzz_target!(|data: &[u8]| {
+    // The literal masker sees every query text.
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = shape(text);
+    }
     if data.len() >= 4 {
         if let Ok(len) = startup_len([data[0], data[1], data[2], data[3]]) {
             let _ = parse_startup(&data[..len.min(data.len())]);

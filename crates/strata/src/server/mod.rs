@@ -228,9 +228,14 @@ impl Server {
                     "postgres proxy serving"
                 );
                 let mut rx = proxy_stopped.clone();
-                Some(tokio::spawn(pg.clone().serve(l, async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })))
+                let workers = cfg.postgres.as_ref().map_or(1, |p| p.workers());
+                Some(tokio::spawn(pg.clone().serve_on_workers(
+                    l,
+                    workers,
+                    async move {
+                        let _ = rx.wait_for(|stop| *stop).await;
+                    },
+                )))
             }
             _ => None,
         };

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# strata's PostgreSQL proxy (insight on) vs pgbouncer (session mode) vs PostgreSQL
+# directly, in one run, against the same server.
+#
+#   bench/compare-pg.sh [SECONDS] [ROUNDS] [CLIENTS]      (defaults: 30, 3, 20)
+#
+# A throwaway PostgreSQL (initdb in a temp dir, pgbench scale 10) and, in front of
+# it, `strata serve --pg-upstream` (release build) and pgbouncer with
+# pool_mode = session (strata with one session thread; STRATA_PG_WORKERS=n to change).
+# Each round runs `pgbench -S -c CLIENTS -j 2 -T SECONDS`
+# (select-only, simple protocol) against the three, in turn, so all see the same
+# noise. Prints TPS and mean latency per target and round, then the ratios of the
+# medians. pgbench itself shares the machine: on 2 cores every target is CPU-bound.
+# Needs PostgreSQL, pgbench and pgbouncer (Debian: postgresql pgbouncer).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN=${1:-30}
+ROUNDS=${2:-3}
+CLIENTS=${3:-20}
+. bench/lib.sh
+need pgbouncer:pgbouncer pgbench:postgresql
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+
+cargo build --release -q -p strata
+work=$(mktemp -d)
+chmod 755 "$work"
+cleanup() {
+  kill "$(cat "$work/strata.pid" 2>/dev/null)" "$(cat "$work/bouncer.pid" 2>/dev/null)" 2>/dev/null || true
+  as_pg "$PGBIN/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+# PostgreSQL and pgbouncer refuse to run as root: run them as `postgres` then.
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" -ne 0 ] || chown postgres "$work"
+
+PGPORT=$(free_port); BPORT=$(free_port); SPORT=$(free_port); APORT=$(free_port)
+as_pg "$PGBIN/initdb" -D "$work/data" -U postgres --auth=trust --no-sync >/dev/null
+cat >> "$work/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PGPORT
+unix_socket_directories = '$work'
+fsync = off
+max_connections = 200
+shared_buffers = 128MB
+CONF
+as_pg "$PGBIN/pg_ctl" -D "$work/data" -l "$work/pg.log" -w start >/dev/null
+
+cat > "$work/bouncer.ini" <<CONF
+[databases]
+postgres = host=127.0.0.1 port=$PGPORT
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BPORT
+auth_type = trust
+auth_file = $work/users.txt
+pool_mode = session
+max_client_conn = 1000
+default_pool_size = 100
+logfile = $work/bouncer.log
+pidfile = $work/bouncer.pid
+unix_socket_dir =
+CONF
+echo '"postgres" ""' > "$work/users.txt"
+[ "$(id -u)" -ne 0 ] || chown postgres "$work/bouncer.ini" "$work/users.txt"
+as_pg pgbouncer -d "$work/bouncer.ini"
+
+# One session thread, as pgbouncer has one: on a 2-core machine shared with pgbench
+# and PostgreSQL a second one costs more in wake-ups than it gives (docs/decisions.md).
+STRATA__POSTGRES__WORKERS=${STRATA_PG_WORKERS:-1} target/release/strata serve --listen "127.0.0.1:$APORT" \
+  --pg-upstream "postgres://127.0.0.1:$PGPORT" --pg-listen "127.0.0.1:$SPORT" \
+  --log-level warn >"$work/strata.log" 2>&1 &
+echo $! > "$work/strata.pid"
+wait_url "http://127.0.0.1:$APORT/health"
+for _ in $(seq 50); do [ -f "$work/bouncer.pid" ] && break; sleep 0.1; done
+
+pgbench -h 127.0.0.1 -p "$PGPORT" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
+
+# run PORT → "tps mean_latency_ms"
+run() {
+  pgbench -h 127.0.0.1 -p "$1" -U postgres -S -n -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" postgres 2>/dev/null \
+    | python3 -c '
+import re, sys
+t = sys.stdin.read()
+tps = float(re.search(r"tps = ([\d.]+)", t).group(1))
+lat = float(re.search(r"latency average = ([\d.]+) ms", t).group(1))
+failed = re.search(r"number of failed transactions: (\d+)", t)
+if failed and int(failed.group(1)): sys.exit("failed transactions: " + failed.group(1))
+print(f"{tps:.0f} {lat:.3f}")'
+}
+
+declare -A tps
+echo "pgbench -S -c $CLIENTS -j 2 -T $SECONDS_PER_RUN, $ROUNDS rounds"
+printf "%-6s %-10s %10s %10s\n" round target tps mean_ms
+for r in $(seq "$ROUNDS"); do
+  for t in direct:$PGPORT pgbouncer:$BPORT strata:$SPORT; do
+    name=${t%%:*}; port=${t##*:}
+    read -r v lat < <(run "$port")
+    tps[$name]="${tps[$name]:-} $v"
+    printf "%-6s %-10s %10s %10s\n" "$r" "$name" "$v" "$lat"
+  done
+done
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+d=$(echo "${tps[direct]}" | median); b=$(echo "${tps[pgbouncer]}" | median); s=$(echo "${tps[strata]}" | median)
+python3 -c "print(f'median tps: direct $d, pgbouncer $b, strata $s'); print(f'strata / pgbouncer = {$s/$b:.2f}x   strata / direct = {$s/$d:.2f}x   pgbouncer / direct = {$b/$d:.2f}x')"
+# Insight saw the traffic (the run is not measuring a proxy that dropped it).
+curl -sf "http://127.0.0.1:$APORT/v1/db/queries?sort=calls&limit=1" | python3 -c '
+import json, sys
+q = json.load(sys.stdin)["queries"][0]
+print("strata insight: top query %r, %d calls, p99 %.3f ms" % (q["query"], q["calls"], q["p99_ms"]))'
