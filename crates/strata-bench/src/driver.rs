@@ -229,8 +229,17 @@ impl Session {
 
     /// GETs a URL on this session's connection; the body as text (for scrapes).
     pub async fn get_text(&mut self, url: &str) -> Result<String, String> {
+        self.get_text_with(url, &[]).await
+    }
+
+    /// [`Session::get_text`] with extra request headers (an `Authorization`, say).
+    pub async fn get_text_with(
+        &mut self,
+        url: &str,
+        headers: &[(String, String)],
+    ) -> Result<String, String> {
         let timeout = self.timeout;
-        let fut = self.request(&Method::GET, url, &[], None, true);
+        let fut = self.request(&Method::GET, url, headers, None, true);
         match tokio::time::timeout(timeout, fut).await {
             Ok(Ok(r)) if r.status == 200 => Ok(String::from_utf8_lossy(&r.body).into_owned()),
             Ok(Ok(r)) => Err(format!("{url}: status {}", r.status)),

@@ -7,8 +7,12 @@
 //! - [`tracker`]: follows a session's simple and extended (pipelined) queries;
 //! - [`fingerprint`], [`stats`], [`nplusone`]: what is learned from them;
 //! - [`Insight`]: the background thread that owns that knowledge;
-//! - [`PgProxy`]: the session-mode proxy that puts it together.
+//! - [`PgProxy`]: the session-mode proxy that puts it together;
+//! - [`catalog`] and [`advisor`]: `strata db stats | slow | advise` against a live
+//!   database.
 
+pub mod advisor;
+pub mod catalog;
 pub mod config;
 pub mod fingerprint;
 pub mod insight;

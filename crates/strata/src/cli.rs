@@ -17,12 +17,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run the cache API, admin API and /metrics, and the caching HTTP proxy when
-    /// configured.
+    /// Run the cache API, admin API and /metrics, and the caching HTTP proxy and the
+    /// PostgreSQL proxy when configured.
     #[command(after_help = "Examples:\n  \
         strata serve                                  # memory tier on 127.0.0.1:7070\n  \
         strata serve --redis-url redis://127.0.0.1:6379\n  \
         strata serve --upstream http://127.0.0.1:8000  # + caching proxy on 127.0.0.1:7080\n  \
+        strata serve --pg-upstream postgres://127.0.0.1:5432  # + PostgreSQL proxy on 127.0.0.1:6433\n  \
         strata serve --config /etc/strata/strata.toml\n  \
         STRATA__SERVER__LISTEN=127.0.0.1:9000 strata serve")]
     Serve(ServeArgs),
@@ -58,6 +59,9 @@ pub(crate) enum Command {
         strata report --input run.json --detailed --recommendations\n  \
         strata report --input run.json --html run.html")]
     Report(crate::loadtest::ReportArgs),
+    /// PostgreSQL: sizes and usage, slowest statements, index advice.
+    #[command(subcommand)]
+    Db(crate::db::DbCommand),
     /// Check or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -159,6 +163,7 @@ pub fn main() -> ExitCode {
         Command::Report(args) => crate::loadtest::report(args),
         Command::Benchmark(args) => crate::loadtest::benchmark(args),
         Command::Metrics(args) => crate::watch::main(args),
+        Command::Db(cmd) => crate::db::main(cmd),
         Command::InvalidationTest(args) => crate::invtest::main(args),
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::EXAMPLE);

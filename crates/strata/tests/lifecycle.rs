@@ -122,6 +122,9 @@ fn every_command_has_help_with_an_example() {
         &["serve", "--help"][..],
         &["config", "check", "--help"],
         &["config", "example", "--help"],
+        &["db", "stats", "--help"],
+        &["db", "slow", "--help"],
+        &["db", "advise", "--help"],
     ] {
         let (st, out, _) = run_cli(args, &[]);
         assert!(st.success());

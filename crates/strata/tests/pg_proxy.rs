@@ -241,3 +241,111 @@ fn bad_postgres_config_points_at_the_line() {
     assert!(err.contains("strata.toml:3:"), "{err}");
     assert!(err.contains("postgres.upstream"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strata_db_stats_slow_and_advise_on_a_seeded_database() {
+    let pg = Postgres::start().expect("postgresql");
+    let port = free_loopback_port();
+    let s = Strata::start(&config(&pg, port));
+    let c = db(port).await;
+    c.batch_execute(
+        "CREATE TABLE users (id int PRIMARY KEY, email text);
+         INSERT INTO users SELECT g, 'u' || g || '@x' FROM generate_series(1, 30000) g;
+         CREATE TABLE posts (id int PRIMARY KEY, user_id int REFERENCES users, body text);
+         INSERT INTO posts SELECT g, g, 'p' FROM generate_series(1, 30000) g;
+         ANALYZE;
+         SELECT pg_stat_statements_reset();",
+    )
+    .await
+    .unwrap();
+    // A loop per user (one post each), through the proxy: no index on posts.user_id,
+    // and N+1.
+    c.batch_execute("BEGIN").await.unwrap();
+    for id in 1..=12i32 {
+        c.query("SELECT body FROM posts WHERE user_id = $1", &[&id])
+            .await
+            .unwrap();
+    }
+    c.batch_execute("COMMIT").await.unwrap();
+    let url = pg.url("postgres");
+    let api = s.url("");
+    let cli = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (st, out, err) = common::run_cli(&a, &[("STRATA_ADMIN_TOKEN", TOKEN)]);
+            assert!(st.success(), "{args:?}: {err}");
+            out
+        })
+        .await
+        .unwrap()
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let stats: serde_json::Value =
+        serde_json::from_str(&cli(args(&["db", "stats", "--url", &url, "--json"])).await).unwrap();
+    assert!(stats["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["table"] == "public.posts"));
+    let text = cli(args(&["db", "stats", "--url", &url])).await;
+    assert!(
+        text.contains("public.users") && text.contains("users_pkey"),
+        "{text}"
+    );
+
+    let slow = cli(args(&["db", "slow", "--url", &url])).await;
+    assert!(
+        slow.contains("SELECT body FROM posts WHERE user_id = $1"),
+        "{slow}"
+    );
+    let slow = cli(args(&["db", "slow", "--from", &api])).await;
+    assert!(slow.contains("from strata"), "{slow}");
+
+    let sql = cli(args(&["db", "advise", "--url", &url, "--sql"])).await;
+    assert_eq!(
+        sql.trim(),
+        "CREATE INDEX CONCURRENTLY ON public.posts (user_id);",
+        "the proposal and the foreign key's index are the same statement, printed once"
+    );
+    let advice: serde_json::Value = serde_json::from_str(
+        &cli(args(&[
+            "db", "advise", "--url", &url, "--from", &api, "--json",
+        ]))
+        .await,
+    )
+    .unwrap();
+    assert_eq!(advice["source"], "strata");
+    assert_eq!(
+        advice["advice"]["indexes"][0]["columns"][0], "user_id",
+        "{advice}"
+    );
+    assert!(advice["advice"]["hints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["kind"] == "n_plus_one"));
+    // Nothing ran until --apply.
+    let count = "SELECT count(*) FROM pg_indexes WHERE tablename = 'posts'";
+    assert_eq!(c.query_one(count, &[]).await.unwrap().get::<_, i64>(0), 1);
+    cli(args(&["db", "advise", "--url", &url, "--apply"])).await;
+    assert_eq!(c.query_one(count, &[]).await.unwrap().get::<_, i64>(0), 2);
+    let sql = cli(args(&["db", "advise", "--url", &url, "--sql"])).await;
+    assert_eq!(sql.trim(), "", "nothing left to propose");
+}
+
+#[test]
+fn strata_db_without_a_database_is_a_clear_error() {
+    let port = free_loopback_port();
+    let (st, _, err) = common::run_cli(
+        &[
+            "db",
+            "stats",
+            "--url",
+            &format!("postgres://postgres@127.0.0.1:{port}/x"),
+        ],
+        &[],
+    );
+    assert_eq!(st.code(), Some(1));
+    assert!(err.contains("cannot connect to the database"), "{err}");
+}
