@@ -368,6 +368,7 @@ impl State {
                         fingerprint: format!("{:016x}", fp.id),
                         query: fp.normalized.to_string(),
                         raw_query: cfg.log_parameters.then(|| q.sql.to_string()),
+                        parameters: q.params.as_ref().map(|p| p.to_vec()),
                         error: q.error.clone(),
                         database: session.database.clone(),
                         user: session.user.clone(),

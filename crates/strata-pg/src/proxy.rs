@@ -366,7 +366,7 @@ impl PgProxy {
         if server.write_all(startup).await.is_err() {
             return self.unreachable(&mut client, "connection closed").await;
         }
-        let tracker = Mutex::new(Tracker::new(conn));
+        let tracker = Mutex::new(Tracker::new(conn, self.cfg.insight.log_parameters));
         let mut front = Scanner::frontend();
         let mut back = Scanner::backend();
         let end = {

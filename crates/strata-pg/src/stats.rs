@@ -163,6 +163,10 @@ pub struct SlowQuery {
     /// The SQL as sent, constants included: only when `log_parameters` is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_query: Option<String>,
+    /// Bind parameters of an extended-protocol query: only when `log_parameters` is
+    /// on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Vec<String>>,
     /// SQLSTATE if it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

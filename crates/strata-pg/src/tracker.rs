@@ -32,6 +32,18 @@ pub struct QueryEvent {
     /// Transaction it ran in, as a per-session counter; None outside a transaction
     /// block.
     pub transaction: Option<u64>,
+    /// Bind parameters as text, only when the tracker captures them
+    /// (`log_parameters`): text values as sent (first 200 characters), binary ones
+    /// as `\x` hex (first 64 bytes), `NULL`.
+    pub params: Option<Arc<[String]>>,
+}
+
+/// A portal: its statement's text and, when captured, its parameters.
+#[derive(Debug, Clone)]
+struct Portal {
+    sql: Arc<str>,
+    truncated: bool,
+    params: Option<Arc<[String]>>,
 }
 
 #[derive(Debug)]
@@ -48,6 +60,7 @@ enum Pending {
     Execute {
         sql: Arc<str>,
         truncated: bool,
+        params: Option<Arc<[String]>>,
         sent: Instant,
     },
     /// A Sync: answered by ReadyForQuery.
@@ -59,7 +72,8 @@ enum Pending {
 pub struct Tracker {
     conn: u64,
     statements: HashMap<Box<[u8]>, (Arc<str>, bool)>,
-    portals: HashMap<Box<[u8]>, (Arc<str>, bool)>,
+    portals: HashMap<Box<[u8]>, Portal>,
+    capture_params: bool,
     pending: VecDeque<Pending>,
     /// When the server finished the last thing it answered.
     last_done: Instant,
@@ -80,10 +94,12 @@ pub struct Tracker {
 const UNNAMED: &[u8] = b"";
 
 impl Tracker {
-    /// A tracker for session `conn`.
-    pub fn new(conn: u64) -> Self {
+    /// A tracker for session `conn`; `capture_params` keeps Bind parameter values
+    /// for the events (off unless the slow log is to show them).
+    pub fn new(conn: u64, capture_params: bool) -> Self {
         Tracker {
             conn,
+            capture_params,
             statements: HashMap::new(),
             portals: HashMap::new(),
             pending: VecDeque::new(),
@@ -131,24 +147,32 @@ impl Tracker {
                 let Some((portal, rest)) = cstr(body) else {
                     return;
                 };
-                let Some((stmt, _)) = cstr(rest) else {
+                let Some((stmt, rest)) = cstr(rest) else {
                     return;
                 };
-                if let Some(s) = self.statements.get(stmt) {
-                    let s = s.clone();
-                    self.portals.insert(portal.into(), s);
+                if let Some((sql, truncated)) = self.statements.get(stmt) {
+                    let params = (self.capture_params && complete)
+                        .then(|| bind_params(rest))
+                        .flatten();
+                    let p = Portal {
+                        sql: sql.clone(),
+                        truncated: *truncated,
+                        params,
+                    };
+                    self.portals.insert(portal.into(), p);
                 }
             }
             b'E' => {
                 let portal = cstr(body).map_or(UNNAMED, |(p, _)| p);
-                let (sql, truncated) = self
-                    .portals
-                    .get(portal)
-                    .cloned()
-                    .unwrap_or_else(|| (Arc::from("<unknown portal>"), true));
+                let p = self.portals.get(portal).cloned().unwrap_or_else(|| Portal {
+                    sql: Arc::from("<unknown portal>"),
+                    truncated: true,
+                    params: None,
+                });
                 self.pending.push_back(Pending::Execute {
-                    sql,
-                    truncated,
+                    sql: p.sql,
+                    truncated: p.truncated,
+                    params: p.params,
                     sent: now,
                 });
             }
@@ -265,12 +289,14 @@ impl Tracker {
         let Some(Pending::Execute {
             sql,
             truncated,
+            params,
             sent,
         }) = self.pending.pop_front()
         else {
             return None;
         };
-        let ev = self.event(sql, truncated, sent, rows, error, now, self.in_transaction);
+        let mut ev = self.event(sql, truncated, sent, rows, error, now, self.in_transaction);
+        ev.params = params;
         self.last_done = now;
         Some(ev)
     }
@@ -295,6 +321,7 @@ impl Tracker {
             rows,
             error,
             transaction: in_transaction.then_some(self.transaction_seq),
+            params: None,
         }
     }
 
@@ -302,6 +329,48 @@ impl Tracker {
     pub fn skipping(&self) -> bool {
         self.skipping
     }
+}
+
+/// Bind's parameter values as text, from the body after the portal and statement
+/// names: format codes, then values. None if the body is malformed.
+fn bind_params(b: &[u8]) -> Option<Arc<[String]>> {
+    let i16_at = |b: &[u8], at: usize| -> Option<i16> {
+        Some(i16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+    };
+    let nformats = usize::try_from(i16_at(b, 0)?).ok()?;
+    let formats: Vec<i16> = (0..nformats)
+        .map(|i| i16_at(b, 2 + 2 * i))
+        .collect::<Option<_>>()?;
+    let mut at = 2 + 2 * nformats;
+    let nparams = usize::try_from(i16_at(b, at)?).ok()?;
+    at += 2;
+    let mut out = Vec::with_capacity(nparams.min(64));
+    for i in 0..nparams {
+        let len = i32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        if len < 0 {
+            out.push("NULL".to_string());
+            continue;
+        }
+        let v = b.get(at..at + len as usize)?;
+        at += len as usize;
+        let binary = match formats.len() {
+            0 => false,
+            1 => formats[0] == 1,
+            _ => formats.get(i) == Some(&1),
+        };
+        out.push(if binary {
+            let hex: String = v.iter().take(64).map(|x| format!("{x:02x}")).collect();
+            format!("\\x{hex}{}", if v.len() > 64 { "…" } else { "" })
+        } else {
+            let s = String::from_utf8_lossy(v);
+            match s.char_indices().nth(200) {
+                Some((cut, _)) => format!("{}…", &s[..cut]),
+                None => s.into_owned(),
+            }
+        });
+    }
+    Some(out.into())
 }
 
 /// The SQL text of a Query or Parse body (NUL-terminated; lossy UTF-8).
@@ -323,7 +392,7 @@ mod tests {
 
     #[test]
     fn simple_queries_end_at_ready_for_query_with_summed_rows() {
-        let mut t = Tracker::new(1);
+        let mut t = Tracker::new(1, false);
         let t0 = Instant::now();
         t.client_message(b'Q', b"SELECT 1; SELECT 2\0", true, at(0, t0));
         assert!(t.server_message(b'C', b"SELECT 1\0", at(3, t0)).is_none());
@@ -338,7 +407,7 @@ mod tests {
 
     #[test]
     fn pipelined_executes_are_timed_back_to_back_and_errors_skip_to_sync() {
-        let mut t = Tracker::new(1);
+        let mut t = Tracker::new(1, false);
         let t0 = Instant::now();
         t.client_message(b'P', b"s1\0SELECT * FROM a WHERE id = $1\0\0\0", true, t0);
         for _ in 0..3 {
@@ -374,7 +443,7 @@ mod tests {
 
     #[test]
     fn transactions_are_numbered() {
-        let mut t = Tracker::new(1);
+        let mut t = Tracker::new(1, false);
         let t0 = Instant::now();
         t.client_message(b'Q', b"BEGIN\0", true, t0);
         let begin = t.server_message(b'Z', b"T", t0).unwrap();
@@ -394,8 +463,41 @@ mod tests {
     }
 
     #[test]
+    fn bind_parameters_are_kept_only_when_asked() {
+        // Bind: portal "", statement "s1", 2 format codes (text, binary), 3 params
+        // ("42", 0x0102 binary-format is per position, NULL).
+        let mut bind = b"\0s1\0".to_vec();
+        bind.extend_from_slice(&2i16.to_be_bytes());
+        bind.extend_from_slice(&0i16.to_be_bytes());
+        bind.extend_from_slice(&1i16.to_be_bytes());
+        bind.extend_from_slice(&3i16.to_be_bytes());
+        bind.extend_from_slice(&2i32.to_be_bytes());
+        bind.extend_from_slice(b"42");
+        bind.extend_from_slice(&2i32.to_be_bytes());
+        bind.extend_from_slice(&[1, 2]);
+        bind.extend_from_slice(&(-1i32).to_be_bytes());
+        bind.extend_from_slice(&0i16.to_be_bytes());
+        for capture in [true, false] {
+            let mut t = Tracker::new(1, capture);
+            let t0 = Instant::now();
+            t.client_message(b'P', b"s1\0SELECT $1, $2, $3\0\0\0", true, t0);
+            t.client_message(b'B', &bind, true, t0);
+            t.client_message(b'E', b"\0\0\0\0\0", true, t0);
+            let ev = t.server_message(b'C', b"SELECT 1\0", t0).unwrap();
+            if capture {
+                let p = ev.params.unwrap();
+                assert_eq!(&*p, ["42", "\\x0102", "NULL"]);
+            } else {
+                assert!(ev.params.is_none());
+            }
+        }
+        assert!(bind_params(&[0, 1]).is_none(), "truncated");
+        assert!(bind_params(&[0xff, 0xff]).is_none(), "negative count");
+    }
+
+    #[test]
     fn garbage_never_panics() {
-        let mut t = Tracker::new(1);
+        let mut t = Tracker::new(1, false);
         let t0 = Instant::now();
         for tag in [b'Q', b'P', b'B', b'E', b'S', b'C', b'X'] {
             for body in [&b""[..], b"\0", b"x", b"S", b"Sx", b"\0\0"] {

@@ -472,7 +472,7 @@ async fn n_plus_one_and_slow_queries_are_reported_without_literals() {
     assert_eq!(slow.len(), 1, "{slow:#?}");
     assert!(slow[0].duration_ms >= 80.0);
     assert_eq!(slow[0].query, "SELECT pg_sleep($1), $2");
-    assert!(slow[0].raw_query.is_none());
+    assert!(slow[0].raw_query.is_none() && slow[0].parameters.is_none());
     let json = serde_json::to_string(&slow).unwrap();
     assert!(!json.contains("secret-literal"), "{json}");
     assert_eq!(slow[0].user, "postgres");
@@ -549,4 +549,27 @@ async fn pgbench_in_all_three_query_modes() {
     // 3 modes x 4 clients x 50 transactions.
     assert_eq!(update.query.calls, 600);
     let _ = &s.pg;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_parameters_shows_sql_as_sent_and_bind_values() {
+    let s = setup_with(|c| {
+        c.insight.log_parameters = true;
+        c.insight.slow_threshold = Duration::ZERO;
+    })
+    .await;
+    let c = connect(s.addr).await;
+    c.simple_query("SELECT 'literal-kept'").await.unwrap();
+    c.query("SELECT $1::text", &[&"bound-value"]).await.unwrap();
+    s.proxy.insight().flushed().await;
+    let slow = s.proxy.insight().slow();
+    let simple = slow.iter().find(|q| q.query == "SELECT $1").unwrap();
+    assert_eq!(simple.raw_query.as_deref(), Some("SELECT 'literal-kept'"));
+    let bound = slow.iter().find(|q| q.query == "SELECT $1::text").unwrap();
+    // tokio-postgres sends parameters in binary format: shown as hex.
+    let hex: String = b"bound-value".iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        bound.parameters.as_deref(),
+        Some(&[format!("\\x{hex}")][..])
+    );
 }

@@ -349,3 +349,41 @@ fn strata_db_without_a_database_is_a_clear_error() {
     assert_eq!(st.code(), Some(1));
     assert!(err.contains("cannot connect to the database"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_open_sessions_after_the_drain_and_exits_cleanly() {
+    let pg = Postgres::start().expect("postgresql");
+    let port = free_loopback_port();
+    let cfg = format!("[server]\nshutdown_timeout = \"1s\"\n{}", config(&pg, port));
+    let mut s = Strata::start(&cfg);
+    let c = db(port).await;
+    c.query_one("SELECT 1", &[]).await.unwrap();
+    s.terminate();
+    let status = s.wait(std::time::Duration::from_secs(15));
+    assert!(status.success(), "{status}: {}", s.log());
+    assert!(
+        c.query_one("SELECT 1", &[]).await.is_err(),
+        "session closed"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn the_configuration_in_docs_postgres_md_is_valid() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/postgres.md"
+    ))
+    .unwrap();
+    let block = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a toml block in docs/postgres.md");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("strata.toml");
+    std::fs::write(&f, block).unwrap();
+    let (st, out, err) = common::run_cli(&["config", "check", f.to_str().unwrap()], &[]);
+    assert!(st.success(), "{err}");
+    assert!(out.contains("n_plus_one_window"), "{out}");
+}

@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let chunk = usize::from(split % 64) + 1;
-    let mut tracker = Tracker::new(1);
+    let mut tracker = Tracker::new(1, true);
     let now = Instant::now();
     for backend in [false, true] {
         let mut scanner = if backend {
