@@ -26,6 +26,8 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # PostgreSQL server, psql and pgbench: the PostgreSQL proxy's tests run real ones.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
+# openssl: tests make self-signed certificates for the PostgreSQL proxy's TLS.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # libclang: pg_query (the PostgreSQL parser) generates its bindings with bindgen.
 ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need_apt+=(libclang-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -36,6 +36,12 @@ pub struct PgConfig {
     pub max_client_connections: Option<usize>,
     /// Bound on connecting to the server (default 5 s).
     pub connect_timeout: Option<Dur>,
+    /// PEM certificate chain offered to clients that ask for TLS (with `tls_key`);
+    /// without it TLS requests are answered `N` and clients continue in plain text
+    /// or give up, as their `sslmode` says.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<std::path::PathBuf>,
     /// Disconnect clients idle (nothing in flight) this long (default: never).
     pub client_idle_timeout: Option<Dur>,
     /// Queries at least this slow go to the slow log (default 50 ms).
@@ -89,6 +95,16 @@ impl PgConfig {
                 errs.push((field.into(), "must be at least 1".into()));
             }
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => {
+                if let Err(e) = crate::proxy::load_tls(c, k) {
+                    errs.push(("tls_cert".into(), e));
+                }
+            }
+            (Some(_), None) => errs.push(("tls_key".into(), "set it with tls_cert".into())),
+            (None, Some(_)) => errs.push(("tls_cert".into(), "set it with tls_key".into())),
+            (None, None) => {}
+        }
         if self.n_plus_one_threshold.is_some_and(|t| t < 2) {
             errs.push((
                 "n_plus_one_threshold".into(),
@@ -119,6 +135,9 @@ impl PgConfig {
             c.connect_timeout = t.0;
         }
         c.client_idle_timeout = self.client_idle_timeout.map(|t| t.0);
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            c.tls = Some(crate::proxy::load_tls(cert, key)?);
+        }
         c.insight = InsightConfig {
             top_n: self.top_queries.unwrap_or(d.top_n),
             slow_threshold: self.slow_query_threshold.map_or(d.slow_threshold, |t| t.0),
@@ -156,6 +175,18 @@ mod tests {
             ]
         );
         assert!(!PgConfig::default().check().is_empty(), "upstream required");
+        let half: PgConfig =
+            toml::from_str("upstream = \"postgres://h\"\ntls_cert = \"/nonexistent.pem\"").unwrap();
+        assert_eq!(half.check()[0].0, "tls_key");
+        let missing: PgConfig = toml::from_str(
+            "upstream = \"postgres://h\"\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/k.pem\"",
+        )
+        .unwrap();
+        let errs = missing.check();
+        assert!(
+            errs[0].0 == "tls_cert" && errs[0].1.contains("/nonexistent.pem"),
+            "{errs:?}"
+        );
         assert!(toml::from_str::<PgConfig>("upstream = \"postgres://h\"\nbogus = 1").is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! The session-mode proxy: one server connection per client, bytes relayed unchanged
 //! in both directions, each direction scanned for message boundaries so queries can
 //! be timed. Authentication passes through (trust, md5, SCRAM), so the proxy holds
-//! no passwords. `SSLRequest` and `GSSENCRequest` are answered `N`; cancel requests
-//! go to the server as they came (the key in them is the server's own).
+//! no passwords. `SSLRequest` is answered `S` and the client's TLS terminated here
+//! when a certificate is configured, else `N`; `GSSENCRequest` is answered `N`;
+//! cancel requests go to the server as they came (the key in them is the server's
+//! own).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
 
 use crate::insight::{Insight, InsightConfig, SessionInfo};
 use crate::metrics::PgMetrics;
@@ -91,6 +95,8 @@ pub struct PgProxyConfig {
     pub client_idle_timeout: Option<Duration>,
     /// On shutdown, sessions get this long to end before they are closed.
     pub shutdown_grace: Duration,
+    /// Offered to clients that ask for TLS (`SSLRequest` answered `S`); None: `N`.
+    pub tls: Option<Arc<ServerConfig>>,
     /// Query insight.
     pub insight: InsightConfig,
 }
@@ -105,6 +111,7 @@ impl PgProxyConfig {
             startup_timeout: Duration::from_secs(10),
             client_idle_timeout: None,
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
             insight: InsightConfig::default(),
         }
     }
@@ -275,21 +282,66 @@ impl PgProxy {
         permit: Option<OwnedSemaphorePermit>,
     ) {
         let _ = client.set_nodelay(true);
-        let startup =
-            match tokio::time::timeout(self.cfg.startup_timeout, read_startup(&mut client)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(StartupError::Protocol(e))) => {
-                    self.metrics.protocol_errors.inc();
-                    let code = match e {
-                        ProtocolError::UnsupportedProtocol { .. } => "0A000",
-                        _ => "08P01",
-                    };
-                    let _ = fatal(&mut client, code, &e.to_string()).await;
+        let tls = self.cfg.tls.clone();
+        match self.begin(&mut client, tls.is_some()).await {
+            None => {}
+            Some(Begin::Session(startup, packet)) => {
+                let (r, w) = client.split();
+                self.run(r, w, startup, packet, peer, permit).await;
+            }
+            Some(Begin::Tls) => {
+                let Some(tls) = tls else { return };
+                let accept = TlsAcceptor::from(tls).accept(client);
+                let Ok(Ok(mut stream)) =
+                    tokio::time::timeout(self.cfg.startup_timeout, accept).await
+                else {
                     return;
+                };
+                if let Some(Begin::Session(startup, packet)) = self.begin(&mut stream, false).await
+                {
+                    let (r, w) = tokio::io::split(stream);
+                    self.run(r, w, startup, packet, peer, permit).await;
                 }
-                Ok(Err(StartupError::Io)) | Err(_) => return,
-            };
-        let (startup, packet) = startup;
+            }
+        }
+    }
+
+    /// Reads the startup packets within `startup_timeout`; protocol errors are
+    /// answered here and end the session (None).
+    async fn begin<S>(&self, client: &mut S, offer_tls: bool) -> Option<Begin>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let read = read_startup(client, offer_tls);
+        match tokio::time::timeout(self.cfg.startup_timeout, read).await {
+            Ok(Ok(b)) => Some(b),
+            Ok(Err(StartupError::Protocol(e))) => {
+                self.metrics.protocol_errors.inc();
+                let code = match e {
+                    ProtocolError::UnsupportedProtocol { .. } => "0A000",
+                    _ => "08P01",
+                };
+                let _ = fatal(client, code, &e.to_string()).await;
+                None
+            }
+            Ok(Err(StartupError::Io)) | Err(_) => None,
+        }
+    }
+
+    /// A session whose startup packet has been read: cancel, refuse at the limit,
+    /// or connect to the server and relay.
+    async fn run<R, W>(
+        &self,
+        client_r: R,
+        mut client_w: W,
+        startup: Startup,
+        packet: Vec<u8>,
+        peer: SocketAddr,
+        permit: Option<OwnedSemaphorePermit>,
+    ) where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         if let Startup::Cancel { .. } = startup {
             self.forward_cancel(&packet).await;
             return;
@@ -300,7 +352,7 @@ impl PgProxy {
                 "sorry, too many clients already (strata max_client_connections = {})",
                 self.cfg.max_client_connections
             );
-            let _ = fatal(&mut client, "53300", &msg).await;
+            let _ = fatal(&mut client_w, "53300", &msg).await;
             return;
         };
         let up = &self.cfg.upstream;
@@ -311,8 +363,8 @@ impl PgProxy {
         .await
         {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return self.unreachable(&mut client, &e.to_string()).await,
-            Err(_) => return self.unreachable(&mut client, "connect timed out").await,
+            Ok(Err(e)) => return self.unreachable(&mut client_w, &e.to_string()).await,
+            Err(_) => return self.unreachable(&mut client_w, "connect timed out").await,
         };
         let _ = server.set_nodelay(true);
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -324,13 +376,14 @@ impl PgProxy {
         });
         self.metrics.clients.inc();
         self.metrics.servers.inc();
-        self.relay(conn, client, server, &packet, &info).await;
+        self.relay(conn, client_r, client_w, server, &packet, &info)
+            .await;
         self.metrics.clients.dec();
         self.metrics.servers.dec();
         self.insight.closed(conn);
     }
 
-    async fn unreachable(&self, client: &mut TcpStream, why: &str) {
+    async fn unreachable<W: AsyncWrite + Unpin>(&self, client: &mut W, why: &str) {
         self.metrics.connect_errors.inc();
         let up = &self.cfg.upstream;
         tracing::warn!(upstream = %format!("{}:{}", up.host, up.port), error = why, "postgres proxy: server unreachable");
@@ -355,14 +408,18 @@ impl PgProxy {
         }
     }
 
-    async fn relay(
+    async fn relay<R, W>(
         &self,
         conn: u64,
-        mut client: TcpStream,
+        client_r: R,
+        mut client: W,
         mut server: TcpStream,
         startup: &[u8],
         info: &Arc<SessionInfo>,
-    ) {
+    ) where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         if server.write_all(startup).await.is_err() {
             return self.unreachable(&mut client, "connection closed").await;
         }
@@ -370,11 +427,10 @@ impl PgProxy {
         let mut front = Scanner::frontend();
         let mut back = Scanner::backend();
         let end = {
-            let (cr, mut cw) = client.split();
             let (sr, mut sw) = server.split();
             tokio::select! {
-                r = pump_client(cr, &mut sw, &mut front, &tracker, self.cfg.client_idle_timeout) => r,
-                r = pump_server(sr, &mut cw, &mut back, &tracker, &self.insight, info) => r,
+                r = pump_client(client_r, &mut sw, &mut front, &tracker, self.cfg.client_idle_timeout) => r,
+                r = pump_server(sr, &mut client, &mut back, &tracker, &self.insight, info) => r,
             }
         };
         let t = tracker.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -563,9 +619,21 @@ impl From<ProtocolError> for StartupError {
     }
 }
 
-/// Reads startup packets, answering SSL and GSSAPI encryption requests with `N`,
-/// until a startup message or a cancel request; returns it and its bytes.
-async fn read_startup(client: &mut TcpStream) -> Result<(Startup, Vec<u8>), StartupError> {
+/// How a session begins.
+enum Begin {
+    /// A startup message (or a cancel request) and its bytes.
+    Session(Startup, Vec<u8>),
+    /// The client asked for TLS and was told `S`: the handshake comes next.
+    Tls,
+}
+
+/// Reads startup packets, answering GSSAPI encryption requests `N` and TLS requests
+/// `S` when `offer_tls` (else `N`), until a startup message, a cancel request, or an
+/// accepted TLS request.
+async fn read_startup<S>(client: &mut S, offer_tls: bool) -> Result<Begin, StartupError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     // libpq asks for GSSAPI then TLS at most once each.
     for _ in 0..3 {
         let mut head = [0u8; 4];
@@ -575,18 +643,50 @@ async fn read_startup(client: &mut TcpStream) -> Result<(Startup, Vec<u8>), Star
         packet[..4].copy_from_slice(&head);
         client.read_exact(&mut packet[4..]).await?;
         match parse_startup(&packet)? {
+            Startup::SslRequest if offer_tls => {
+                client.write_all(b"S").await?;
+                return Ok(Begin::Tls);
+            }
             Startup::SslRequest | Startup::GssEncRequest => client.write_all(b"N").await?,
-            s => return Ok((s, packet)),
+            s => return Ok(Begin::Session(s, packet)),
         }
     }
     Err(ProtocolError::BadStartup("too many encryption requests").into())
 }
 
-async fn fatal(client: &mut TcpStream, code: &str, message: &str) -> std::io::Result<()> {
+async fn fatal<W: AsyncWrite + Unpin>(
+    client: &mut W,
+    code: &str,
+    message: &str,
+) -> std::io::Result<()> {
     client
         .write_all(&error_response("FATAL", code, message))
         .await?;
     client.shutdown().await
+}
+
+/// Loads a PEM certificate chain and private key for client-side TLS.
+pub fn load_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<ServerConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate and key do not match or are unusable: {e}"))?;
+    Ok(Arc::new(cfg))
 }
 
 #[cfg(test)]

@@ -573,3 +573,65 @@ async fn log_parameters_shows_sql_as_sent_and_bind_values() {
         Some(&[format!("\\x{hex}")][..])
     );
 }
+
+/// A self-signed certificate for 127.0.0.1 made with the openssl command.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (scripts/deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_terminated_when_a_certificate_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let tls = strata_pg::load_tls(&cert, &key).unwrap();
+    let s = setup_with(|c| c.tls = Some(tls)).await;
+    let psql = |sslmode: &str, sql: &str| {
+        std::process::Command::new("psql")
+            .args(["-X", "-A", "-t", "-c", sql])
+            .arg(format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode={sslmode}",
+                s.addr.port()
+            ))
+            .output()
+            .expect("psql")
+    };
+    let out = psql("require", "\\conninfo");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("SSL connection"), "{said}");
+    let out = psql("require", "SELECT 40 + 2");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    // Plain text is still accepted from clients that do not ask for TLS.
+    let c = connect(s.addr).await;
+    assert_eq!(
+        c.query_one("SELECT 7::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        7
+    );
+    // And queries over TLS are measured like the rest.
+    s.proxy.insight().flushed().await;
+    let q = s.proxy.insight().queries(SortBy::Calls, 10);
+    assert!(q.iter().any(|r| r.query.query == "SELECT $1 + $2"), "{q:?}");
+}

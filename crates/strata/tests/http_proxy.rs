@@ -160,14 +160,7 @@ async fn proxy_metrics_are_exported() {
     let s = Strata::start(&config(origin, port, ""));
     fetch(port, "/api/risks").await;
     fetch(port, "/api/risks").await;
-    let text = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::get_text(&client(), &s.url("/metrics")).await;
     assert!(
         text.contains("strata_http_requests_total{route=\"/api/risks\",cache=\"hit\"} 1"),
         "{text}"

@@ -142,14 +142,7 @@ async fn queries_slow_log_n_plus_one_tables_and_metrics_through_the_binary() {
     }
     assert_eq!(calls, 1);
 
-    let text = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::get_text(&client(), &s.url("/metrics")).await;
     assert!(
         text.contains("strata_pg_queries_total{command=\"select\"}"),
         "{text}"

@@ -186,6 +186,11 @@ pub async fn get_json(c: &reqwest::Client, url: &str) -> serde_json::Value {
     c.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// GETs a URL and returns its body as text.
+pub async fn get_text(c: &reqwest::Client, url: &str) -> String {
+    c.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// POSTs JSON and returns the JSON answer.
 pub async fn post_json(
     c: &reqwest::Client,
