@@ -42,6 +42,12 @@ pub struct PgConfig {
     pub tls_cert: Option<std::path::PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<std::path::PathBuf>,
+    /// TLS to the server, as libpq's `sslmode`: `disable` (default), `prefer`,
+    /// `require` (encrypted, certificate not checked) or `verify-full` (checked
+    /// against `upstream_tls_ca`, name against the upstream host).
+    pub upstream_tls: Option<String>,
+    /// PEM roots for `upstream_tls = "verify-full"`.
+    pub upstream_tls_ca: Option<std::path::PathBuf>,
     /// Disconnect clients idle (nothing in flight) this long (default: never).
     pub client_idle_timeout: Option<Dur>,
     /// Queries at least this slow go to the slow log (default 50 ms).
@@ -71,6 +77,13 @@ impl PgConfig {
     pub fn workers(&self) -> usize {
         self.workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    fn upstream_tls(&self) -> Result<Option<crate::proxy::UpstreamTls>, String> {
+        crate::proxy::UpstreamTls::new(
+            self.upstream_tls.as_deref().unwrap_or("disable"),
+            self.upstream_tls_ca.as_deref(),
+        )
     }
 
     /// Problems types alone cannot catch: (field, message).
@@ -105,6 +118,9 @@ impl PgConfig {
             (None, Some(_)) => errs.push(("tls_cert".into(), "set it with tls_key".into())),
             (None, None) => {}
         }
+        if let Err(e) = self.upstream_tls() {
+            errs.push(("upstream_tls".into(), e));
+        }
         if self.n_plus_one_threshold.is_some_and(|t| t < 2) {
             errs.push((
                 "n_plus_one_threshold".into(),
@@ -135,6 +151,7 @@ impl PgConfig {
             c.connect_timeout = t.0;
         }
         c.client_idle_timeout = self.client_idle_timeout.map(|t| t.0);
+        c.upstream_tls = self.upstream_tls()?;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             c.tls = Some(crate::proxy::load_tls(cert, key)?);
         }

@@ -26,4 +26,4 @@ pub mod tracker;
 pub use config::PgConfig;
 pub use insight::{Insight, InsightConfig, SortBy};
 pub use metrics::{CommandLabel, PgMetrics};
-pub use proxy::{load_tls, PgProxy, PgProxyConfig, Upstream};
+pub use proxy::{load_tls, PgProxy, PgProxyConfig, Upstream, UpstreamTls};

@@ -13,12 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::insight::{Insight, InsightConfig, SessionInfo};
 use crate::metrics::PgMetrics;
@@ -97,6 +98,8 @@ pub struct PgProxyConfig {
     pub shutdown_grace: Duration,
     /// Offered to clients that ask for TLS (`SSLRequest` answered `S`); None: `N`.
     pub tls: Option<Arc<ServerConfig>>,
+    /// TLS to the server; None: plain text.
+    pub upstream_tls: Option<UpstreamTls>,
     /// Query insight.
     pub insight: InsightConfig,
 }
@@ -112,6 +115,7 @@ impl PgProxyConfig {
             client_idle_timeout: None,
             shutdown_grace: Duration::from_secs(10),
             tls: None,
+            upstream_tls: None,
             insight: InsightConfig::default(),
         }
     }
@@ -367,6 +371,10 @@ impl PgProxy {
             Err(_) => return self.unreachable(&mut client_w, "connect timed out").await,
         };
         let _ = server.set_nodelay(true);
+        let server = match self.upstream_tls(server).await {
+            Ok(s) => s,
+            Err(why) => return self.unreachable(&mut client_w, &why).await,
+        };
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let user = startup.param("user").unwrap_or_default().to_string();
         let info = Arc::new(SessionInfo {
@@ -376,11 +384,57 @@ impl PgProxy {
         });
         self.metrics.clients.inc();
         self.metrics.servers.inc();
-        self.relay(conn, client_r, client_w, server, &packet, &info)
-            .await;
+        match server {
+            ServerStream::Plain(mut tcp) => {
+                let (sr, sw) = tcp.split();
+                self.relay(conn, client_r, client_w, sr, sw, &packet, &info)
+                    .await;
+            }
+            ServerStream::Tls(tls) => {
+                let (sr, sw) = tokio::io::split(tls);
+                self.relay(conn, client_r, client_w, sr, sw, &packet, &info)
+                    .await;
+            }
+        }
         self.metrics.clients.dec();
         self.metrics.servers.dec();
         self.insight.closed(conn);
+    }
+
+    /// Asks the server for TLS when `upstream_tls` says to: an `SSLRequest`, then a
+    /// handshake on `S`; on `N`, plain text if only preferred, else an error.
+    async fn upstream_tls(&self, mut server: TcpStream) -> Result<ServerStream, String> {
+        let Some(tls) = &self.cfg.upstream_tls else {
+            return Ok(ServerStream::Plain(server));
+        };
+        let mut req = Vec::with_capacity(8);
+        req.extend_from_slice(&8u32.to_be_bytes());
+        req.extend_from_slice(&crate::protocol::SSL_REQUEST.to_be_bytes());
+        let answer = async {
+            server.write_all(&req).await?;
+            let mut b = [0u8; 1];
+            server.read_exact(&mut b).await?;
+            Ok::<u8, std::io::Error>(b[0])
+        };
+        let answer = tokio::time::timeout(self.cfg.connect_timeout, answer)
+            .await
+            .map_err(|_| "TLS request timed out".to_string())?
+            .map_err(|e| format!("TLS request: {e}"))?;
+        match answer {
+            b'S' => {
+                let name = ServerName::try_from(self.cfg.upstream.host.clone())
+                    .map_err(|e| format!("server name for TLS: {e}"))?;
+                let connect = TlsConnector::from(tls.config.clone()).connect(name, server);
+                let stream = tokio::time::timeout(self.cfg.connect_timeout, connect)
+                    .await
+                    .map_err(|_| "TLS handshake timed out".to_string())?
+                    .map_err(|e| format!("TLS handshake with the server: {e}"))?;
+                Ok(ServerStream::Tls(Box::new(stream)))
+            }
+            b'N' if !tls.required => Ok(ServerStream::Plain(server)),
+            b'N' => Err("the server does not accept TLS (upstream_tls requires it)".into()),
+            other => Err(format!("unexpected answer {other:#04x} to the TLS request")),
+        }
     }
 
     async fn unreachable<W: AsyncWrite + Unpin>(&self, client: &mut W, why: &str) {
@@ -408,30 +462,31 @@ impl PgProxy {
         }
     }
 
-    async fn relay<R, W>(
+    #[allow(clippy::too_many_arguments)]
+    async fn relay<R, W, SR, SW>(
         &self,
         conn: u64,
         client_r: R,
         mut client: W,
-        mut server: TcpStream,
+        server_r: SR,
+        mut server_w: SW,
         startup: &[u8],
         info: &Arc<SessionInfo>,
     ) where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
+        SR: AsyncRead + Unpin,
+        SW: AsyncWrite + Unpin,
     {
-        if server.write_all(startup).await.is_err() {
+        if server_w.write_all(startup).await.is_err() {
             return self.unreachable(&mut client, "connection closed").await;
         }
         let tracker = Mutex::new(Tracker::new(conn, self.cfg.insight.log_parameters));
         let mut front = Scanner::frontend();
         let mut back = Scanner::backend();
-        let end = {
-            let (sr, mut sw) = server.split();
-            tokio::select! {
-                r = pump_client(client_r, &mut sw, &mut front, &tracker, self.cfg.client_idle_timeout) => r,
-                r = pump_server(sr, &mut client, &mut back, &tracker, &self.insight, info) => r,
-            }
+        let end = tokio::select! {
+            r = pump_client(client_r, &mut server_w, &mut front, &tracker, self.cfg.client_idle_timeout) => r,
+            r = pump_server(server_r, &mut client, &mut back, &tracker, &self.insight, info) => r,
         };
         let t = tracker.into_inner().unwrap_or_else(|p| p.into_inner());
         match end {
@@ -616,6 +671,129 @@ impl From<std::io::Error> for StartupError {
 impl From<ProtocolError> for StartupError {
     fn from(e: ProtocolError) -> Self {
         StartupError::Protocol(e)
+    }
+}
+
+/// The connection to the server.
+enum ServerStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// TLS to the server, as `upstream_tls` configures it.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// rustls client settings (roots or, for `require`, no verification).
+    pub config: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// Whether a server that answers `N` is refused (`require`, `verify-full`) rather
+    /// than used in plain text (`prefer`).
+    pub required: bool,
+}
+
+impl UpstreamTls {
+    /// `mode` is libpq's: `prefer` or `require` (encrypted, certificate not checked:
+    /// what libpq does for those), `verify-full` (checked against `ca`, and the
+    /// name against the upstream host). `disable` is None.
+    pub fn new(mode: &str, ca: Option<&std::path::Path>) -> Result<Option<Self>, String> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::CertificateDer;
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let builder = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let (config, required) = match mode {
+            "disable" => return Ok(None),
+            "prefer" | "require" => (
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+                    .with_no_client_auth(),
+                mode == "require",
+            ),
+            "verify-full" => {
+                let ca = ca.ok_or("verify-full needs upstream_tls_ca (PEM roots)")?;
+                let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_file_iter(ca)
+                    .map_err(|e| format!("{}: {e}", ca.display()))?
+                {
+                    let c = c.map_err(|e| format!("{}: {e}", ca.display()))?;
+                    roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+                }
+                if roots.is_empty() {
+                    return Err(format!("{}: no certificate in it", ca.display()));
+                }
+                (
+                    builder.with_root_certificates(roots).with_no_client_auth(),
+                    true,
+                )
+            }
+            other => {
+                return Err(format!(
+                    "unknown mode `{other}`: disable, prefer, require or verify-full"
+                ))
+            }
+        };
+        Ok(Some(UpstreamTls {
+            config: Arc::new(config),
+            required,
+        }))
+    }
+}
+
+/// libpq's `sslmode=require`: encryption without checking who answers. Signatures
+/// are still checked, so the session is at least bound to the key presented.
+#[derive(Debug)]
+struct NoVerification(Arc<tokio_rustls::rustls::crypto::CryptoProvider>);
+
+impl tokio_rustls::rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<tokio_rustls::rustls::client::danger::ServerCertVerified, tokio_rustls::rustls::Error>
+    {
+        Ok(tokio_rustls::rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        tokio_rustls::rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &tokio_rustls::rustls::DigitallySignedStruct,
+    ) -> Result<
+        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
+        tokio_rustls::rustls::Error,
+    > {
+        tokio_rustls::rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<tokio_rustls::rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

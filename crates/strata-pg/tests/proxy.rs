@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_pg::{PgProxy, PgProxyConfig, SortBy, Upstream};
+use strata_pg::{PgProxy, PgProxyConfig, SortBy, Upstream, UpstreamTls};
 use strata_testkit::{Postgres, MD5_USER, SCRAM_USER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::{Client, NoTls};
@@ -66,6 +66,12 @@ async fn connect(addr: SocketAddr) -> Client {
     connect_as(addr, "postgres", None)
         .await
         .expect("connect through the proxy")
+}
+
+fn db_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
 }
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {
@@ -574,31 +580,55 @@ async fn log_parameters_shows_sql_as_sent_and_bind_values() {
     );
 }
 
-/// A self-signed certificate for 127.0.0.1 made with the openssl command.
-fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl (scripts/deps.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
+/// A CA and a server certificate it signed for 127.0.0.1 (`(ca, cert, key)`), made
+/// with the openssl command.
+fn certificates(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let steps = [
+        format!(
+            "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout {} -out {}",
+            p("ca.key"),
+            p("ca.pem")
+        ),
+        format!(
+            "req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout {} -out {}",
+            p("key.pem"),
+            p("req.csr")
+        ),
+        format!(
+            "x509 -req -days 1 -CAcreateserial -in {} -CA {} -CAkey {} -out {} -extfile {}",
+            p("req.csr"),
+            p("ca.pem"),
+            p("ca.key"),
+            p("cert.pem"),
+            p("ext.cnf")
+        ),
+    ];
+    for step in steps {
+        let out = std::process::Command::new("openssl")
+            .args(step.split(' '))
+            .output()
+            .expect("openssl (scripts/deps.sh installs it)");
+        assert!(
+            out.status.success(),
+            "{step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_is_terminated_when_a_certificate_is_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(dir.path());
+    let (_, cert, key) = certificates(dir.path());
     let tls = strata_pg::load_tls(&cert, &key).unwrap();
     let s = setup_with(|c| c.tls = Some(tls)).await;
     let psql = |sslmode: &str, sql: &str| {
@@ -634,4 +664,74 @@ async fn tls_is_terminated_when_a_certificate_is_configured() {
     s.proxy.insight().flushed().await;
     let q = s.proxy.insight().queries(SortBy::Calls, 10);
     assert!(q.iter().any(|r| r.query.query == "SELECT $1 + $2"), "{q:?}");
+}
+
+async fn proxy_for(
+    pg: &Postgres,
+    f: impl FnOnce(&mut PgProxyConfig),
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let mut cfg = PgProxyConfig::new(Upstream::parse(&pg.url("postgres")).unwrap());
+    f(&mut cfg);
+    let proxy = PgProxy::new(cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(proxy.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_server_by_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = certificates(other.path());
+    let pg = Postgres::start().expect("postgresql");
+    let ssl_of = |addr| async move {
+        let c = connect(addr).await;
+        c.query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, bool>(0)
+    };
+    // Before the server has TLS: prefer falls back, require refuses.
+    let (prefer, _p) = proxy_for(&pg, |c| {
+        c.upstream_tls = UpstreamTls::new("prefer", None).unwrap()
+    })
+    .await;
+    assert!(!ssl_of(prefer).await);
+    let (require, _r) = proxy_for(&pg, |c| {
+        c.upstream_tls = UpstreamTls::new("require", None).unwrap()
+    })
+    .await;
+    let e = connect_as(require, "postgres", None)
+        .await
+        .expect_err("no TLS at the server");
+    assert_eq!(sqlstate(&e), "08006");
+    assert!(db_message(&e).contains("does not accept TLS"), "{e:?}");
+
+    pg.enable_tls(&cert, &key).unwrap();
+    assert!(ssl_of(prefer).await);
+    assert!(ssl_of(require).await);
+    let (verified, _v) = proxy_for(&pg, |c| {
+        c.upstream_tls = UpstreamTls::new("verify-full", Some(&ca)).unwrap()
+    })
+    .await;
+    assert!(ssl_of(verified).await);
+    // A server whose certificate the configured roots do not sign is refused.
+    let (wrong, _w) = proxy_for(&pg, |c| {
+        c.upstream_tls = UpstreamTls::new("verify-full", Some(&other_ca)).unwrap()
+    })
+    .await;
+    let e = connect_as(wrong, "postgres", None)
+        .await
+        .expect_err("unknown issuer");
+    assert!(db_message(&e).contains("TLS handshake"), "{e:?}");
+    assert!(UpstreamTls::new("verify-full", None).is_err());
+    assert!(UpstreamTls::new("sometimes", None).is_err());
 }

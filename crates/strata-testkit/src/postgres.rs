@@ -250,6 +250,37 @@ impl Postgres {
         }
     }
 
+    /// Turns TLS on with a PEM certificate and key (copied into the data directory)
+    /// and reloads the configuration; plain connections stay allowed.
+    pub fn enable_tls(&self, cert: &Path, key: &Path) -> Result<()> {
+        let (c, k) = (
+            self.data().join("server.crt"),
+            self.data().join("server.key"),
+        );
+        for (from, to) in [(cert, &c), (key, &k)] {
+            let body = std::fs::read_to_string(from)
+                .map_err(|e| err(format!("read {}: {e}", from.display())))?;
+            write_as(to, &body, self.run_as)?;
+        }
+        // The server refuses a key others can read.
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| err(format!("chmod {}: {e}", k.display())))?;
+        self.psql("ALTER SYSTEM SET ssl = on")?;
+        self.psql("SELECT pg_reload_conf()")?;
+        // The reload is asynchronous: wait until it took.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.psql("SHOW ssl")?.trim() != "on" {
+            if Instant::now() > deadline {
+                return Err(err(format!(
+                    "ssl did not turn on: {}",
+                    tail(&self.dir.path().join("postgres.log"))
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
     /// Kills the server and its backends with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
