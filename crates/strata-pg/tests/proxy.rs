@@ -19,15 +19,7 @@ struct Setup {
 
 async fn setup_with(f: impl FnOnce(&mut PgProxyConfig)) -> Setup {
     let pg = Postgres::start().expect("postgresql must be installed (scripts/test.sh)");
-    let mut cfg = PgProxyConfig::new(Upstream::parse(&pg.url("postgres")).unwrap());
-    f(&mut cfg);
-    let proxy = PgProxy::new(cfg);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(proxy.clone().serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let (proxy, addr, stop) = proxy_for(&pg, f).await;
     Setup {
         pg,
         proxy,
@@ -666,20 +658,21 @@ async fn tls_is_terminated_when_a_certificate_is_configured() {
     assert!(q.iter().any(|r| r.query.query == "SELECT $1 + $2"), "{q:?}");
 }
 
+/// A proxy in front of `pg`, serving until the returned sender is dropped.
 async fn proxy_for(
     pg: &Postgres,
     f: impl FnOnce(&mut PgProxyConfig),
-) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+) -> (Arc<PgProxy>, SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let mut cfg = PgProxyConfig::new(Upstream::parse(&pg.url("postgres")).unwrap());
     f(&mut cfg);
     let proxy = PgProxy::new(cfg);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(proxy.serve(listener, async {
+    tokio::spawn(proxy.clone().serve(listener, async {
         let _ = stopped.await;
     }));
-    (addr, stop)
+    (proxy, addr, stop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -700,12 +693,12 @@ async fn tls_to_the_server_by_mode() {
         .get::<_, bool>(0)
     };
     // Before the server has TLS: prefer falls back, require refuses.
-    let (prefer, _p) = proxy_for(&pg, |c| {
+    let (_, prefer, _p) = proxy_for(&pg, |c| {
         c.upstream_tls = UpstreamTls::new("prefer", None).unwrap()
     })
     .await;
     assert!(!ssl_of(prefer).await);
-    let (require, _r) = proxy_for(&pg, |c| {
+    let (_, require, _r) = proxy_for(&pg, |c| {
         c.upstream_tls = UpstreamTls::new("require", None).unwrap()
     })
     .await;
@@ -718,13 +711,13 @@ async fn tls_to_the_server_by_mode() {
     pg.enable_tls(&cert, &key).unwrap();
     assert!(ssl_of(prefer).await);
     assert!(ssl_of(require).await);
-    let (verified, _v) = proxy_for(&pg, |c| {
+    let (_, verified, _v) = proxy_for(&pg, |c| {
         c.upstream_tls = UpstreamTls::new("verify-full", Some(&ca)).unwrap()
     })
     .await;
     assert!(ssl_of(verified).await);
     // A server whose certificate the configured roots do not sign is refused.
-    let (wrong, _w) = proxy_for(&pg, |c| {
+    let (_, wrong, _w) = proxy_for(&pg, |c| {
         c.upstream_tls = UpstreamTls::new("verify-full", Some(&other_ca)).unwrap()
     })
     .await;

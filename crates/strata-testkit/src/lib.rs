@@ -227,17 +227,10 @@ impl RedisServer {
     /// Starts it again on the same port (empty: nothing is persisted).
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.spawn() {
-                Ok(()) => return Ok(()),
-                // The old socket may linger for a moment.
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(100))
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        // The old socket may linger for a moment.
+        retry_for(Duration::from_secs(10), Duration::from_millis(100), || {
+            self.spawn()
+        })
     }
 
     /// Whether the process is running.
@@ -254,6 +247,19 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Calls `f` until it succeeds, pausing between tries, for at most `limit`; the
+/// last error otherwise.
+fn retry_for(limit: Duration, pause: Duration, mut f: impl FnMut() -> Result<()>) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match f() {
+            Ok(()) => return Ok(()),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(pause),
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -296,17 +296,10 @@ impl Postgres {
     /// Starts it again on the same port over the same data (crash recovery first).
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match self.spawn() {
-                Ok(()) => return Ok(()),
-                // The old socket or shared memory may linger for a moment.
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(200))
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        // The old socket or shared memory may linger for a moment.
+        crate::retry_for(Duration::from_secs(30), Duration::from_millis(200), || {
+            self.spawn()
+        })
     }
 
     /// Whether the process is running.

@@ -229,13 +229,14 @@ impl Server {
                 );
                 let mut rx = proxy_stopped.clone();
                 let workers = cfg.postgres.as_ref().map_or(1, |p| p.workers());
-                Some(tokio::spawn(pg.clone().serve_on_workers(
-                    l,
-                    workers,
-                    async move {
-                        let _ = rx.wait_for(|stop| *stop).await;
-                    },
-                )))
+                let serving = pg.clone().serve_on_workers(l, workers, async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                });
+                Some(tokio::spawn(async move {
+                    if let Err(e) = serving.await {
+                        tracing::error!(error = %e, "postgres proxy could not start its workers");
+                    }
+                }))
             }
             _ => None,
         };
