@@ -1,0 +1,155 @@
+//! `deploy/prometheus`: the files are valid, every alert's unit tests pass, and every
+//! metric the rules use exists in a real scrape of `strata serve` with Redis, the
+//! HTTP proxy and the PostgreSQL proxy on and some traffic through each.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{client, Strata};
+use strata_testkit::{free_loopback_port, Postgres, RedisServer};
+
+fn deploy(path: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/")).join(path)
+}
+
+/// Runs promtool; missing promtool fails when services are required (scripts/test.sh).
+fn promtool(args: &[&str]) -> Option<String> {
+    let Ok(bin) = strata_testkit::find_binary("promtool") else {
+        assert!(
+            std::env::var_os("STRATA_REQUIRE_SERVICES").is_none(),
+            "promtool is required (apt-get install prometheus)"
+        );
+        return None;
+    };
+    let out = Command::new(bin)
+        .args(args)
+        .current_dir(deploy("prometheus"))
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?}: {said}");
+    Some(said)
+}
+
+#[test]
+fn prometheus_config_and_rules_are_valid_and_every_alert_is_unit_tested() {
+    let Some(said) = promtool(&["check", "config", "prometheus.yml"]) else {
+        return;
+    };
+    assert!(said.contains("SUCCESS"), "{said}");
+    promtool(&["check", "rules", "rules.yml"]);
+    let said = promtool(&["test", "rules", "tests.yml"]).unwrap();
+    assert!(said.contains("SUCCESS"), "{said}");
+    // Each alert appears in the tests, firing and quiet.
+    let rules = std::fs::read_to_string(deploy("prometheus/rules.yml")).unwrap();
+    let tests = std::fs::read_to_string(deploy("prometheus/tests.yml")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 8, "{alerts:?}");
+    for a in alerts {
+        let uses = tests.matches(&format!("alertname: {a}")).count();
+        assert!(
+            uses >= 2,
+            "{a} is tested {uses} times; want a firing and a quiet case"
+        );
+    }
+}
+
+/// `strata_…` names in PromQL text (recording rule names use `strata:`).
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("strata_") {
+        let start = i + at;
+        let mut end = start;
+        while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+            end += 1;
+        }
+        let preceded = start > 0 && (b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b':');
+        if !preceded {
+            out.insert(text[start..end].to_string());
+        }
+        i = end;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_rules_use_is_in_a_real_scrape() {
+    let redis = RedisServer::start().expect("redis-server");
+    let pg = Postgres::start().expect("postgresql");
+    let origin = {
+        let app =
+            axum::Router::new().fallback(|| async { ([("cache-control", "max-age=60")], "hello") });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        addr
+    };
+    let (http_port, pg_port) = (free_loopback_port(), free_loopback_port());
+    let s = Strata::start(&format!(
+        "[redis]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nupstream = \"http://{origin}\"\n\
+         [postgres]\nlisten = \"127.0.0.1:{pg_port}\"\nupstream = \"{}\"\n",
+        redis.url(),
+        pg.url("postgres")
+    ));
+    // Traffic through each part.
+    let c = client();
+    c.put(s.url("/v1/cache/user/1"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    c.get(s.url("/v1/cache/user/1")).send().await.unwrap();
+    for _ in 0..2 {
+        c.get(format!("http://127.0.0.1:{http_port}/api/x"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (db, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={pg_port} user=postgres dbname=postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    db.query("SELECT 1", &[]).await.unwrap();
+
+    let rules = std::fs::read_to_string(deploy("prometheus/rules.yml")).unwrap();
+    let used = metric_names(&rules);
+    assert!(used.len() >= 10, "{used:?}");
+    let mut missing = BTreeSet::new();
+    // The PostgreSQL query counters appear once the insight thread has counted.
+    for _ in 0..100 {
+        let scrape = common::get_text(&c, &s.url("/metrics")).await;
+        let present: BTreeSet<&str> = scrape
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        missing = used
+            .iter()
+            .filter(|m| !present.contains(m.as_str()))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        missing.is_empty(),
+        "used by rules.yml, absent from /metrics: {missing:?}"
+    );
+}
