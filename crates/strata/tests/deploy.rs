@@ -153,3 +153,130 @@ async fn every_metric_the_rules_use_is_in_a_real_scrape() {
         "used by rules.yml, absent from /metrics: {missing:?}"
     );
 }
+
+/// A real Prometheus scraping a real strata every second and evaluating rules.yml
+/// (its recording interval shortened to 1 s): the hit-ratio rule returns the ratio
+/// the test's own traffic produced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_records_the_hit_ratio_the_traffic_produced() {
+    let Ok(bin) = strata_testkit::find_binary("prometheus") else {
+        assert!(
+            std::env::var_os("STRATA_REQUIRE_SERVICES").is_none(),
+            "prometheus is required (apt-get install prometheus)"
+        );
+        return;
+    };
+    let s = Strata::start("");
+    let c = client();
+    // The namespace's series exist before Prometheus's first sample of them.
+    c.put(s.url("/v1/cache/user/warm"))
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let rules = std::fs::read_to_string(deploy("prometheus/rules.yml"))
+        .unwrap()
+        .replace("interval: 30s", "interval: 1s");
+    std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
+    let port = free_loopback_port();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [rules.yml]\n\
+             scrape_configs:\n  - job_name: strata\n    static_configs:\n      - targets: [\"{}\"]\n",
+            s.url("").trim_start_matches("http://").trim_end_matches('/')
+        ),
+    )
+    .unwrap();
+    /// Kills Prometheus when the test ends, however it ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _prometheus = Kill(
+        Command::new(bin)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let query = |q: &str| {
+        let url = format!("http://127.0.0.1:{port}/api/v1/query");
+        let c = c.clone();
+        let q = q.to_string();
+        async move {
+            let r = c.get(url).query(&[("query", q)]).send().await.ok()?;
+            let v: serde_json::Value = r.json().await.ok()?;
+            v["data"]["result"].as_array().cloned()
+        }
+    };
+    // Wait until Prometheus has scraped the warm-up state.
+    let mut scraped = false;
+    for _ in 0..150 {
+        if query("strata_cache_sets_total{namespace=\"user\"}")
+            .await
+            .is_some_and(|r| !r.is_empty())
+        {
+            scraped = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+    assert!(scraped, "prometheus never scraped strata: {}", log());
+    // 30 hits and 10 misses: a hit ratio of 0.75.
+    for k in 0..10 {
+        c.put(s.url(&format!("/v1/cache/user/k{k}")))
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        for k in 0..10 {
+            c.get(s.url(&format!("/v1/cache/user/k{k}")))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    for k in 0..10 {
+        c.get(s.url(&format!("/v1/cache/user/missing{k}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut last = None;
+    for _ in 0..150 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let Some(r) = query("strata:cache_hit_ratio:rate5m{namespace=\"user\"}").await else {
+            continue;
+        };
+        let v = r
+            .first()
+            .and_then(|s| s["value"][1].as_str())
+            .and_then(|v| v.parse::<f64>().ok());
+        last = v;
+        if v.is_some_and(|v| (v - 0.75).abs() < 0.01) {
+            return;
+        }
+    }
+    panic!(
+        "hit ratio recorded: {last:?}, want 0.75; prometheus: {}",
+        log()
+    );
+}
