@@ -1,4 +1,5 @@
-//! `deploy/prometheus`: the files are valid, every alert's unit tests pass, and every
+//! `deploy/prometheus` and `deploy/grafana`: the files are valid, every alert's unit
+//! tests pass, and every
 //! metric the rules use exists in a real scrape of `strata serve` with Redis, the
 //! HTTP proxy and the PostgreSQL proxy on and some traffic through each.
 
@@ -64,19 +65,20 @@ fn prometheus_config_and_rules_are_valid_and_every_alert_is_unit_tested() {
     }
 }
 
-/// `strata_…` names in PromQL text (recording rule names use `strata:`).
-fn metric_names(text: &str) -> BTreeSet<String> {
+/// Names starting with `prefix` in PromQL text: `strata_` and `process_` for metrics,
+/// `strata:` for recording rules.
+fn names(text: &str, prefix: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let b = text.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b':';
     let mut i = 0;
-    while let Some(at) = text[i..].find("strata_") {
+    while let Some(at) = text[i..].find(prefix) {
         let start = i + at;
-        let mut end = start;
-        while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+        let mut end = start + prefix.len();
+        while end < b.len() && word(b[end]) {
             end += 1;
         }
-        let preceded = start > 0 && (b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b':');
-        if !preceded {
+        if start == 0 || !word(b[start - 1]) {
             out.insert(text[start..end].to_string());
         }
         i = end;
@@ -84,8 +86,56 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     out
 }
 
+/// Every metric name in PromQL text.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut n = names(text, "strata_");
+    n.extend(names(text, "process_"));
+    n
+}
+
+/// The PromQL expressions of every panel of every dashboard, with its file.
+fn dashboard_exprs() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(deploy("grafana/dashboards")).unwrap() {
+        let path = e.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        let panels = v["panels"].as_array().expect("panels");
+        assert!(!panels.is_empty(), "{file}");
+        let ids: BTreeSet<u64> = panels.iter().map(|p| p["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids.len(), panels.len(), "{file}: panel ids repeat");
+        for p in panels {
+            for t in p["targets"].as_array().expect("targets") {
+                out.push((file.clone(), t["expr"].as_str().expect("expr").to_string()));
+            }
+        }
+    }
+    assert!(out.len() >= 20, "{out:?}");
+    out
+}
+
+#[test]
+fn dashboards_parse_and_use_only_recording_rules_that_exist() {
+    let rules = std::fs::read_to_string(deploy("prometheus/rules.yml")).unwrap();
+    let recorded: BTreeSet<String> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- record: "))
+        .map(str::to_string)
+        .collect();
+    for (file, expr) in dashboard_exprs() {
+        for r in names(&expr, "strata:") {
+            assert!(
+                recorded.contains(&r),
+                "{file}: `{r}` is not a recording rule in rules.yml"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_metric_the_rules_use_is_in_a_real_scrape() {
+async fn every_metric_rules_and_dashboards_use_is_in_a_real_scrape() {
     let redis = RedisServer::start().expect("redis-server");
     let pg = Postgres::start().expect("postgresql");
     let origin = {
@@ -127,7 +177,10 @@ async fn every_metric_the_rules_use_is_in_a_real_scrape() {
     db.query("SELECT 1", &[]).await.unwrap();
 
     let rules = std::fs::read_to_string(deploy("prometheus/rules.yml")).unwrap();
-    let used = metric_names(&rules);
+    let mut used = metric_names(&rules);
+    for (_, expr) in dashboard_exprs() {
+        used.extend(metric_names(&expr));
+    }
     assert!(used.len() >= 10, "{used:?}");
     let mut missing = BTreeSet::new();
     // The PostgreSQL query counters appear once the insight thread has counted.
@@ -150,7 +203,7 @@ async fn every_metric_the_rules_use_is_in_a_real_scrape() {
     }
     assert!(
         missing.is_empty(),
-        "used by rules.yml, absent from /metrics: {missing:?}"
+        "used by rules.yml or a dashboard, absent from /metrics: {missing:?}"
     );
 }
 
@@ -272,6 +325,13 @@ async fn a_real_prometheus_records_the_hit_ratio_the_traffic_produced() {
             .and_then(|v| v.parse::<f64>().ok());
         last = v;
         if v.is_some_and(|v| (v - 0.75).abs() < 0.01) {
+            // And every dashboard panel's query is PromQL this Prometheus accepts.
+            for (file, expr) in dashboard_exprs() {
+                assert!(
+                    query(&expr).await.is_some(),
+                    "{file}: `{expr}` does not evaluate"
+                );
+            }
             return;
         }
     }
