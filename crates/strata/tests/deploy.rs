@@ -1,7 +1,7 @@
 //! `deploy/prometheus` and `deploy/grafana`: the files are valid, every alert's unit
-//! tests pass, and every
-//! metric the rules use exists in a real scrape of `strata serve` with Redis, the
-//! HTTP proxy and the PostgreSQL proxy on and some traffic through each.
+//! tests pass, every metric the rules and dashboards use exists in a real scrape of
+//! `strata serve` with Redis, the HTTP proxy and the PostgreSQL proxy on and some
+//! traffic through each, and a real Prometheus evaluates them.
 
 mod common;
 
