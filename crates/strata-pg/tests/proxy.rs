@@ -228,7 +228,25 @@ async fn cancel_requests_reach_the_right_backend() {
     let other = connect(s.addr).await;
     let token = c.cancel_token();
     let slow = tokio::spawn(async move { c.query("SELECT pg_sleep(30)", &[]).await.map(drop) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Cancel only once the query runs: a cancel that arrives before it is a no-op.
+    let mut running = false;
+    for _ in 0..200 {
+        let n: i64 = other
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 1 {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(running, "the slow query never started");
     token
         .cancel_query(NoTls)
         .await
