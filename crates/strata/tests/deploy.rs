@@ -340,3 +340,127 @@ async fn a_real_prometheus_records_the_hit_ratio_the_traffic_produced() {
         log()
     );
 }
+
+fn yaml_docs(path: &str) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(deploy(path)).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .collect()
+}
+
+/// `strata config check` on a configuration body, with the admin token it names.
+fn config_check(body: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("strata.toml");
+    std::fs::write(&f, body).unwrap();
+    let (st, out, err) = common::run_cli(
+        &["config", "check", f.to_str().unwrap()],
+        &[("STRATA_ADMIN_TOKEN", "0123456789abcdef0123")],
+    );
+    assert!(st.success(), "{err}");
+    out
+}
+
+#[test]
+fn every_yaml_file_parses() {
+    for path in [
+        "docker-compose.yml",
+        "alertmanager.yml",
+        "prometheus/prometheus.yml",
+        "prometheus/compose.yml",
+        "prometheus/rules.yml",
+        "prometheus/tests.yml",
+        "grafana/provisioning/datasources/prometheus.yml",
+        "grafana/provisioning/dashboards/strata.yml",
+        "k8s/strata.yaml",
+        "k8s/redis.yaml",
+    ] {
+        assert!(!yaml_docs(path).is_empty(), "{path}");
+    }
+    promtool(&["check", "config", "compose.yml"]);
+}
+
+#[test]
+fn compose_runs_the_whole_stack_from_files_that_exist_and_a_valid_config() {
+    let c = &yaml_docs("docker-compose.yml")[0];
+    let services = c["services"].as_mapping().unwrap();
+    for s in [
+        "strata",
+        "redis",
+        "postgres",
+        "prometheus",
+        "grafana",
+        "alertmanager",
+    ] {
+        assert!(services.contains_key(s), "no {s} service");
+    }
+    // Every bind mount names a file or directory in deploy/.
+    for (name, svc) in services {
+        for v in svc["volumes"].as_sequence().into_iter().flatten() {
+            let v = v.as_str().unwrap();
+            if let Some(local) = v.strip_prefix("./") {
+                let local = local.split(':').next().unwrap();
+                assert!(deploy(local).exists(), "{name:?}: {local} does not exist");
+            }
+        }
+    }
+    assert_eq!(
+        c["services"]["redis"]["command"][2], "yes",
+        "appendonly: persistence on"
+    );
+    let out = config_check(&std::fs::read_to_string(deploy("strata.toml")).unwrap());
+    assert!(out.contains("redis://redis:6379"), "{out}");
+}
+
+#[test]
+fn kubernetes_files_describe_probed_replicas_sharing_one_redis() {
+    let docs: Vec<serde_yaml::Value> = yaml_docs("k8s/strata.yaml")
+        .into_iter()
+        .chain(yaml_docs("k8s/redis.yaml"))
+        .collect();
+    for d in &docs {
+        assert!(
+            d["apiVersion"].is_string() && d["kind"].is_string(),
+            "{d:?}"
+        );
+        assert!(d["metadata"]["name"].is_string(), "{d:?}");
+    }
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    let dep = find("Deployment", "strata");
+    assert!(dep["spec"]["replicas"].as_u64().unwrap() >= 2);
+    let pod = &dep["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
+    assert!(c["resources"]["limits"]["memory"].is_string());
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    find("Service", "strata");
+    find("Service", "strata-redis");
+    let toml = find("ConfigMap", "strata-config")["data"]["strata.toml"]
+        .as_str()
+        .unwrap();
+    let out = config_check(toml);
+    assert!(out.contains("redis://strata-redis:6379"), "{out}");
+}
+
+#[test]
+fn the_dockerfile_builds_in_one_stage_and_runs_as_non_root_in_another() {
+    let d =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Dockerfile")).unwrap();
+    assert_eq!(d.lines().filter(|l| l.starts_with("FROM ")).count(), 2);
+    let user = d
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .last()
+        .expect("a USER line");
+    assert!(user != "root" && user != "0", "{user}");
+    assert!(
+        d.contains("--locked"),
+        "the image builds what Cargo.lock pins"
+    );
+}
