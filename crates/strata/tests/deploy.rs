@@ -456,7 +456,7 @@ fn the_dockerfile_builds_in_one_stage_and_runs_as_non_root_in_another() {
     let user = d
         .lines()
         .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("a USER line");
     assert!(user != "root" && user != "0", "{user}");
     assert!(
