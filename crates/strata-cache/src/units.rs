@@ -168,3 +168,28 @@ mod tests {
         }
     }
 }
+
+#[cfg(feature = "schema")]
+mod schema {
+    use std::borrow::Cow;
+
+    use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+
+    impl JsonSchema for super::Dur {
+        fn schema_name() -> Cow<'static, str> {
+            "Duration".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({"type": "string", "format": "duration", "examples": ["50ms", "30s", "5m", "1h"]})
+        }
+    }
+
+    impl JsonSchema for super::Size {
+        fn schema_name() -> Cow<'static, str> {
+            "Size".into()
+        }
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({"type": ["string", "integer"], "format": "size", "examples": ["512KiB", "256MiB", 1048576]})
+        }
+    }
+}

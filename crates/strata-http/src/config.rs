@@ -23,6 +23,7 @@ use crate::route::{Pattern, Trigger};
 
 /// `[http]`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Where the proxy listens (default `127.0.0.1:7080`).
@@ -76,6 +77,7 @@ pub struct HttpConfig {
 
 /// `[http.compression]`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CompressionConfig {
     /// Off switch (default on).
@@ -91,6 +93,7 @@ pub struct CompressionConfig {
 
 /// `[[http.routes]]`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// `/exact`, `/prefix/*`, or a template `/api/risks/{id}`.
@@ -122,6 +125,7 @@ pub struct RouteConfig {
 
 /// `key = { query = [...], headers = [...] }`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// Query parameters in the key; absent means all of them (sorted).
@@ -133,6 +137,7 @@ pub struct KeyConfig {
 
 /// `[[http.invalidate]]`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct InvalidateConfig {
     /// `METHOD /path` with the same pattern forms as routes; `*` for any unsafe

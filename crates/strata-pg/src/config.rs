@@ -21,6 +21,7 @@ use crate::proxy::{PgProxyConfig, Upstream};
 
 /// `[postgres]`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PgConfig {
     /// Where the proxy listens (default `127.0.0.1:6433`).

@@ -84,6 +84,9 @@ pub(crate) enum ConfigCommand {
     /// Print a commented configuration with every setting.
     #[command(after_help = "Example:\n  strata config example > strata.toml")]
     Example,
+    /// Print the configuration reference (Markdown) generated from the config types.
+    #[command(after_help = "Example:\n  strata config reference > docs/configuration.md")]
+    Reference,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +168,10 @@ pub fn main() -> ExitCode {
         Command::Metrics(args) => crate::watch::main(args),
         Command::Db(cmd) => crate::db::main(cmd),
         Command::InvalidationTest(args) => crate::invtest::main(args),
+        Command::Config(ConfigCommand::Reference) => {
+            print!("{}", config::reference());
+            ExitCode::SUCCESS
+        }
         Command::Config(ConfigCommand::Example) => {
             print!("{}", config::EXAMPLE);
             ExitCode::SUCCESS

@@ -117,11 +117,34 @@ fn the_printed_example_is_a_valid_configuration() {
 }
 
 #[test]
+fn the_configuration_reference_is_generated_and_current() {
+    let (st, out, err) = run_cli(&["config", "reference"], &[]);
+    assert!(st.success(), "{err}");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    assert!(
+        doc == out,
+        "docs/configuration.md is stale: run `cargo run -p strata -- config reference > docs/configuration.md`"
+    );
+    // It covers every section, down to keys of nested tables.
+    for k in [
+        "## [server]",
+        "## [[http.routes]]",
+        "## [namespaces.<name>]",
+        "## [postgres]",
+        "`upstream_tls`",
+    ] {
+        assert!(out.contains(k), "{k}");
+    }
+}
+
+#[test]
 fn every_command_has_help_with_an_example() {
     for args in [
         &["serve", "--help"][..],
         &["config", "check", "--help"],
         &["config", "example", "--help"],
+        &["config", "reference", "--help"],
         &["db", "stats", "--help"],
         &["db", "slow", "--help"],
         &["db", "advise", "--help"],

@@ -15,6 +15,7 @@
 //! ```
 
 mod load;
+mod reference;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,13 +25,14 @@ use serde::{Deserialize, Serialize};
 use strata_cache::{Compression, Format, Placement, Policy, RedisOptions, RedisTarget};
 
 pub use load::{load, ConfigError, Sources};
+pub use reference::reference;
 pub use strata_cache::units::{Dur, Size};
 
 /// A commented example with every setting, printed by `strata config example`.
 pub const EXAMPLE: &str = include_str!("example.toml");
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Sets defaults for everything below; explicit settings win.
@@ -69,7 +71,9 @@ pub struct Config {
 }
 
 /// A set of defaults for an environment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// Quick start: open API on loopback, readable logs.
@@ -82,7 +86,7 @@ pub enum Profile {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address of the cache API, admin API and `/metrics` (default `127.0.0.1:7070`).
@@ -102,7 +106,7 @@ pub struct ServerConfig {
 }
 
 /// `[memory]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryConfig {
     /// Bytes the memory tier may hold (default 256 MiB).
@@ -110,7 +114,7 @@ pub struct MemoryConfig {
 }
 
 /// `[redis]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://…`, `rediss://…`, `redis+cluster://h1,h2`, `redis+sentinel://h/master`.
@@ -130,7 +134,7 @@ pub struct RedisConfig {
 }
 
 /// `[cache]`: what happens to namespaces nobody declared.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Refuse undeclared namespaces (404 `unknown_namespace`) instead of creating them.
@@ -142,7 +146,7 @@ pub struct CacheConfig {
 }
 
 /// One namespace's policy. Unset fields take [`Policy`]'s defaults.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceConfig {
     /// Entry TTL (default 1 h).
@@ -176,7 +180,7 @@ pub struct NamespaceConfig {
 }
 
 /// `placement` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PlacementSetting {
     /// Memory in front of Redis.
@@ -188,7 +192,7 @@ pub enum PlacementSetting {
 }
 
 /// `codec` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CodecSetting {
     /// serde_json.
@@ -200,7 +204,7 @@ pub enum CodecSetting {
 }
 
 /// `compression` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CompressionSetting {
     /// Store as is.
@@ -212,7 +216,7 @@ pub enum CompressionSetting {
 }
 
 /// `[encryption]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EncryptionConfig {
     /// Environment variable holding the keys as `id:base64key,…`, newest first
@@ -221,7 +225,7 @@ pub struct EncryptionConfig {
 }
 
 /// `[auth]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Accepted tokens.
@@ -230,7 +234,7 @@ pub struct AuthConfig {
 }
 
 /// One `[[auth.tokens]]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// A label for logs (never the token itself).
@@ -256,7 +260,7 @@ fn redact<S: serde::Serializer>(_: &Option<String>, s: S) -> Result<S::Ok, S::Er
 }
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Right {
     /// GET a key, `_mget`.
@@ -279,7 +283,7 @@ impl Right {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// A tracing filter, e.g. `info` or `strata=debug,info` (overridden by `RUST_LOG`).
@@ -289,7 +293,9 @@ pub struct LogConfig {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
