@@ -10,7 +10,9 @@
 # Each round runs `pgbench -S -c CLIENTS -j 2 -T SECONDS`
 # (select-only, simple protocol) against the three, in turn, so all see the same
 # noise. Prints TPS and mean latency per target and round, then the ratios of the
-# medians. pgbench itself shares the machine: on 2 cores every target is CPU-bound.
+# medians, then the CPU ticks each proxy spends at a fixed CPU_RATE (default 8000
+# transactions/s). pgbench itself shares the machine: on 2 cores every target is
+# CPU-bound.
 # Needs PostgreSQL, pgbench and pgbouncer (Debian: postgresql pgbouncer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -103,6 +105,20 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 d=$(echo "${tps[direct]}" | median); b=$(echo "${tps[pgbouncer]}" | median); s=$(echo "${tps[strata]}" | median)
 python3 -c "print(f'median tps: direct $d, pgbouncer $b, strata $s'); print(f'strata / pgbouncer = {$s/$b:.2f}x   strata / direct = {$s/$d:.2f}x   pgbouncer / direct = {$b/$d:.2f}x')"
+# CPU per transaction at a fixed rate (CPU_RATE transactions/s for 8 s, 0 to skip):
+# utime + stime ticks of each proxy process, from /proc, alternating.
+CPU_RATE=${CPU_RATE:-8000}
+if [ "$CPU_RATE" -gt 0 ]; then
+  ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  for r in 1 2; do
+    for t in pgbouncer:$BPORT:$(cat "$work/bouncer.pid") strata:$SPORT:$(cat "$work/strata.pid"); do
+      IFS=: read -r name port pid <<< "$t"
+      a=$(ticks "$pid")
+      pgbench -h 127.0.0.1 -p "$port" -U postgres -S -n -c "$CLIENTS" -j 2 -T 8 -R "$CPU_RATE" postgres >/dev/null 2>&1
+      echo "cpu at $CPU_RATE tps for 8 s, round $r: $name $(( $(ticks "$pid") - a )) ticks"
+    done
+  done
+fi
 # Insight saw the traffic (the run is not measuring a proxy that dropped it).
 curl -sf "http://127.0.0.1:$APORT/v1/db/queries?sort=calls&limit=1" | python3 -c '
 import json, sys

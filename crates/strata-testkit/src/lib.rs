@@ -178,32 +178,19 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let mut child = cmd
+        let child = cmd
             .spawn()
             .map_err(|e| err(format!("spawn redis-server: {e}")))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(err(format!(
-                    "redis-server exited with {status}: {}",
-                    tail(&log)
-                )));
-            }
-            if redis_command(self.port, "PING").is_ok_and(|r| r.starts_with("+PONG")) {
-                self.child = Some(child);
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(err(format!(
-                    "redis-server on {} not answering: {}",
-                    self.port,
-                    tail(&log)
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let port = self.port;
+        self.child = Some(wait_ready(
+            child,
+            "redis-server",
+            port,
+            &log,
+            Duration::from_secs(10),
+            || redis_command(port, "PING").is_ok_and(|r| r.starts_with("+PONG")),
+        )?);
+        Ok(())
     }
 
     /// The port it listens on.
@@ -247,6 +234,36 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Waits until a freshly spawned server answers (`ready`), or fails with the tail of
+/// its log when it exits or stays silent past `limit` (then it is killed).
+fn wait_ready(
+    mut child: Child,
+    name: &str,
+    port: u16,
+    log: &Path,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<Child> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(err(format!("{name} exited with {status}: {}", tail(log))));
+        }
+        if ready() {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(err(format!(
+                "{name} on {port} not answering: {}",
+                tail(log)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -166,32 +166,20 @@ impl Postgres {
             .stderr(logf)
             // Its own process group, so kill() takes the backends with it.
             .process_group(0);
-        let mut child = cmd
+        let child = cmd
             .spawn()
             .map_err(|e| err(format!("spawn postgres: {e}")))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(err(format!(
-                    "postgres exited with {status}: {}",
-                    tail(&log)
-                )));
-            }
-            if self.psql_as("postgres", "postgres", "SELECT 1").is_ok() {
-                self.child = Some(child);
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(err(format!(
-                    "postgres on {} not answering: {}",
-                    self.port,
-                    tail(&log)
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let ready = || self.psql_as("postgres", "postgres", "SELECT 1").is_ok();
+        let child = crate::wait_ready(
+            child,
+            "postgres",
+            self.port,
+            &log,
+            Duration::from_secs(30),
+            ready,
+        )?;
+        self.child = Some(child);
+        Ok(())
     }
 
     fn setup(&self) -> Result<()> {

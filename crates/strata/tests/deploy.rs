@@ -18,13 +18,7 @@ fn deploy(path: &str) -> PathBuf {
 
 /// Runs promtool; missing promtool fails when services are required (scripts/test.sh).
 fn promtool(args: &[&str]) -> Option<String> {
-    let Ok(bin) = strata_testkit::find_binary("promtool") else {
-        assert!(
-            std::env::var_os("STRATA_REQUIRE_SERVICES").is_none(),
-            "promtool is required (apt-get install prometheus)"
-        );
-        return None;
-    };
+    let bin = common::required_binary("promtool", "prometheus")?;
     let out = Command::new(bin)
         .args(args)
         .current_dir(deploy("prometheus"))
@@ -212,11 +206,7 @@ async fn every_metric_rules_and_dashboards_use_is_in_a_real_scrape() {
 /// the test's own traffic produced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_records_the_hit_ratio_the_traffic_produced() {
-    let Ok(bin) = strata_testkit::find_binary("prometheus") else {
-        assert!(
-            std::env::var_os("STRATA_REQUIRE_SERVICES").is_none(),
-            "prometheus is required (apt-get install prometheus)"
-        );
+    let Some(bin) = common::required_binary("prometheus", "prometheus") else {
         return;
     };
     let s = Strata::start("");

@@ -207,15 +207,26 @@ pub async fn post_json(
         .unwrap()
 }
 
+/// A tool from a Debian package: None (the caller skips) only when services are not
+/// required; under `STRATA_REQUIRE_SERVICES` (scripts/test.sh) a missing one fails.
+pub fn required_binary(name: &str, package: &str) -> Option<std::path::PathBuf> {
+    match strata_testkit::find_binary(name) {
+        Ok(p) => Some(p),
+        Err(_) => {
+            assert!(
+                std::env::var_os("STRATA_REQUIRE_SERVICES").is_none(),
+                "{name} is required (apt-get install {package})"
+            );
+            None
+        }
+    }
+}
+
 /// `promtool check metrics` finds nothing to say about `text`. Requires promtool
 /// when `STRATA_REQUIRE_SERVICES` is set (scripts/test.sh installs it).
 pub fn promtool_check_metrics(text: &str) {
     use std::io::Write;
-    let Ok(promtool) = strata_testkit::find_binary("promtool") else {
-        assert!(
-            std::env::var_os("STRATA_REQUIRE_SERVICES").is_none(),
-            "promtool is required (apt-get install prometheus)"
-        );
+    let Some(promtool) = required_binary("promtool", "prometheus") else {
         return;
     };
     let mut child = Command::new(promtool)
