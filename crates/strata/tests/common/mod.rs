@@ -29,6 +29,21 @@ pub struct Opts<'a> {
     pub args: Vec<String>,
 }
 
+/// Whether `GET /health` on the port answers 200.
+fn health_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut head = [0u8; 12];
+    c.write_all(b"GET /health HTTP/1.0\r\nhost: localhost\r\n\r\n")
+        .and_then(|_| c.read_exact(&mut head))
+        .is_ok()
+        && head.starts_with(b"HTTP/1.")
+        && head.ends_with(b"200")
+}
+
 impl Strata {
     /// Starts with a config file body, waits until `/health` answers.
     pub fn start(config: &str) -> Strata {
@@ -76,7 +91,9 @@ impl Strata {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("strata exited with {st}: {}", self.log());
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // An HTTP answer, not just a connect: a connect can reach another
+            // process that took the port, or (ephemeral range) connect to itself.
+            if health_answers(self.port) {
                 return;
             }
             assert!(
