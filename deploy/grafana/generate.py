@@ -13,6 +13,9 @@ import pathlib
 HERE = pathlib.Path(__file__).parent
 DS = {"type": "prometheus", "uid": "prometheus"}
 
+RUN = '{run=~"$run"}'
+RUN_INTENDED = '{from="intended",run=~"$run"}'
+
 DASHBOARDS = {
     "strata-cache": ("Strata: cache", [
         ("Hit ratio by namespace", "percentunit", ["strata:cache_hit_ratio:rate5m"], "{{instance}} {{namespace}}"),
@@ -59,6 +62,41 @@ DASHBOARDS = {
         ("API p99 by route", "s", ["strata:api_request_duration_seconds:p99_5m"], "{{instance}} {{route}}"),
         ("API connections and requests in flight", "short", ["strata_api_connections", "strata_api_requests_in_flight"], "{{instance}} {{__name__}}"),
     ]),
+    # Fed by `strata load-test --metrics-listen` (job strata-loadtest, 5 s scrapes).
+    "strata-loadtest": ("Strata: load tests", [
+        ("Operations/s", "ops", [f"sum by (run) (rate(strata_loadtest_operations_total{RUN}[30s]))"], "{{run}}"),
+        ("Latency from the intended start (coordinated omission corrected)", "s", [
+            f"histogram_quantile(0.5, sum by (run, le) (rate(strata_loadtest_latency_seconds_bucket{RUN_INTENDED}[30s])))",
+            f"histogram_quantile(0.99, sum by (run, le) (rate(strata_loadtest_latency_seconds_bucket{RUN_INTENDED}[30s])))"], "{{run}}"),
+        ("p99 from the send vs from the intended start", "s", [
+            f"histogram_quantile(0.99, sum by (run, from, le) (rate(strata_loadtest_latency_seconds_bucket{RUN}[30s])))"], "{{run}} from {{from}}"),
+        ("Error ratio", "percentunit", [
+            f"sum by (run) (rate(strata_loadtest_errors_total{RUN}[30s])) / sum by (run) (rate(strata_loadtest_operations_total{RUN}[30s]))"], "{{run}}"),
+        ("Errors/s by kind", "ops", [f"sum by (run, kind) (rate(strata_loadtest_errors_total{RUN}[30s]))"], "{{run}} {{kind}}"),
+        ("Hit ratio reported by the target", "percentunit", [
+            f"sum by (run) (rate(strata_loadtest_cache_hits_total{RUN}[30s])) / (sum by (run) (rate(strata_loadtest_cache_hits_total{RUN}[30s])) + sum by (run) (rate(strata_loadtest_cache_misses_total{RUN}[30s])))"], "{{run}}"),
+        ("Load: users (closed loop) and target arrivals/s (open loop)", "short", [
+            f"strata_loadtest_users{RUN}", f"strata_loadtest_target_rate{RUN}"], "{{run}} {{__name__}}"),
+        ("Late and dropped starts/s (open loop)", "ops", [
+            f"rate(strata_loadtest_late_starts_total{RUN}[30s])", f"rate(strata_loadtest_dropped_starts_total{RUN}[30s])"], "{{run}} {{__name__}}"),
+    ]),
+}
+
+# Dashboards with a `run` selector (load tests are told apart by their run name).
+VARIABLES = {
+    "strata-loadtest": [{
+        "name": "run",
+        "label": "run",
+        "type": "query",
+        "datasource": DS,
+        "query": {"query": "label_values(strata_loadtest_operations_total, run)", "refId": "run"},
+        "definition": "label_values(strata_loadtest_operations_total, run)",
+        "refresh": 2,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {"text": "All", "value": "$__all"},
+    }],
 }
 
 
@@ -86,8 +124,9 @@ for uid, (title, panels) in DASHBOARDS.items():
         "timezone": "browser",
         "schemaVersion": 39,
         "version": 1,
-        "refresh": "30s",
+        "refresh": "5s" if uid in VARIABLES else "30s",
         "time": {"from": "now-1h", "to": "now"},
+        "templating": {"list": VARIABLES.get(uid, [])},
         "panels": [panel(i, *p) for i, p in enumerate(panels)],
     }
     out = HERE / "dashboards" / f"{uid}.json"

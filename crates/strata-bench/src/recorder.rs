@@ -213,6 +213,8 @@ pub struct Gatherer {
     pub totals: Counts,
     /// Seconds of warm-up.
     pub warmup: Duration,
+    /// Where every interval is also added, for a live `/metrics`.
+    pub live: Option<crate::live::Live>,
 }
 
 impl Gatherer {
@@ -222,6 +224,7 @@ impl Gatherer {
             timeline: Vec::new(),
             totals: Counts::default(),
             warmup,
+            live: None,
         }
     }
 
@@ -254,6 +257,9 @@ impl Gatherer {
             hit_rate: (seen > 0).then(|| c.hits as f64 / seen as f64),
             warmup: warm,
         });
+        if let Some(live) = &self.live {
+            live.add(&c, warm);
+        }
         if !warm {
             self.totals.merge(&c);
         }

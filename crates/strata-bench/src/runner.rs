@@ -62,6 +62,8 @@ pub struct Plan {
     pub max_lateness: Duration,
     /// Whether the target needs keys (set by [`run`] from the target).
     pub uses_keys: bool,
+    /// Live metrics to keep current while the run goes.
+    pub live: Option<crate::live::Live>,
 }
 
 /// What a run produced.
@@ -224,6 +226,16 @@ pub async fn run(
     // Gather once a second until the plan's duration (or count) is done; look for
     // the end of a counted run more often than that.
     let mut gathered = Gatherer::new(plan.warmup);
+    gathered.live = plan.live.clone();
+    let set_level = |at: Duration| {
+        if let Some(live) = &plan.live {
+            match &plan.load {
+                Load::Closed(users) => live.set_level(users.level_at(at).ceil(), 0.0),
+                Load::Open { rate, .. } => live.set_level(0.0, rate.level_at(at)),
+            }
+        }
+    };
+    set_level(Duration::ZERO);
     let total = plan.duration();
     let mut last = Duration::ZERO;
     let mut poll = tokio::time::interval(Duration::from_millis(20));
@@ -239,6 +251,7 @@ pub async fn run(
         if now - last >= Duration::from_secs(1) {
             let p = gathered.gather(&shards, now, now - last);
             last = now;
+            set_level(now);
             progress(p, now);
         }
     }
@@ -251,6 +264,9 @@ pub async fn run(
     if now > last {
         let p = gathered.gather(&shards, now, now - last);
         progress(p, now);
+    }
+    if let Some(live) = &plan.live {
+        live.finish();
     }
     RunOutput {
         gathered,

@@ -39,6 +39,7 @@ async fn the_report_renders_in_chromium_without_errors() {
         timeout: Duration::from_secs(1),
         max_lateness: Duration::from_secs(10),
         uses_keys: true,
+        live: None,
     };
     let out = run(plan, Target::Engine(cache.raw("html").unwrap()), |_, _| {}).await;
     let report = Report::new(

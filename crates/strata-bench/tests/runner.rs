@@ -72,6 +72,7 @@ fn plan(load: Load) -> Plan {
         timeout: Duration::from_secs(5),
         max_lateness: Duration::from_secs(10),
         uses_keys: true,
+        live: None,
     }
 }
 

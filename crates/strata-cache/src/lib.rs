@@ -64,3 +64,8 @@ pub use namespace::{Namespace, RawNamespace};
 pub use policy::{Placement, Policy};
 pub use redis_tier::{RedisOptions, RedisTarget};
 pub use stats::{CacheStats, NamespaceStats, TierStats};
+
+/// docs/embedding.md: its examples run as doc tests, so the guide stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/embedding.md")]
+pub struct EmbeddingGuide;

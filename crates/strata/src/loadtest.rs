@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser};
 use strata_bench::dist::{KeyDist, KeyGen};
 use strata_bench::driver::{HttpTemplate, Target};
+use strata_bench::live::Live;
 use strata_bench::report::{compare, own_resources, Grade, Report, Threshold, Verdict};
 use strata_bench::runner::{run, Load, Plan};
 use strata_bench::stages::Stages;
@@ -198,6 +199,14 @@ pub struct LoadTestArgs {
     /// Write every key once, in order, before the run (untimed), so that reads hit.
     #[arg(long)]
     prefill: bool,
+    /// Serve live `strata_loadtest_*` metrics at http://ADDR/metrics while the run
+    /// goes, for Prometheus (deploy/grafana's "Strata: load tests" dashboard).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
+    /// With --metrics-listen: keep serving this long after the run, so the last
+    /// scrape sees its final numbers (make it at least the scrape interval).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub(crate) metrics_linger: Duration,
 }
 
 /// Flags of `strata benchmark`.
@@ -394,6 +403,7 @@ pub(crate) fn execute(a: LoadTestArgs, name: &str, slot: &mut Option<Report>) ->
         timeout: a.timeout,
         max_lateness: Duration::from_secs(10),
         uses_keys: true,
+        live: a.metrics_listen.map(|_| Live::new(name)),
     };
     let rt = match crate::cli::runtime(true) {
         Ok(rt) => rt,
@@ -403,6 +413,13 @@ pub(crate) fn execute(a: LoadTestArgs, name: &str, slot: &mut Option<Report>) ->
         let (target, engine) = match build_target(&a).await {
             Ok(t) => t,
             Err(e) => return fail(e),
+        };
+        let exporter = match (a.metrics_listen, &plan.live) {
+            (Some(addr), Some(live)) => match serve_live_metrics(addr, live).await {
+                Ok(task) => Some(task),
+                Err(e) => return fail(format!("--metrics-listen {addr}: {e}")),
+            },
+            _ => None,
         };
         if a.prefill {
             prefill(&target, &plan).await;
@@ -472,47 +489,98 @@ pub(crate) fn execute(a: LoadTestArgs, name: &str, slot: &mut Option<Report>) ->
             let after = scrape(u).await;
             report.server = server_delta(&before, &after);
         }
-        let verdicts: Vec<Verdict> = thresholds.iter().map(|t| t.check(&report)).collect();
-        *slot = Some(report.clone());
-        let changes = baseline
-            .as_ref()
-            .map(|b| compare(b, &report, max_regression))
-            .unwrap_or_default();
-        print_summary(&report, &verdicts, &changes);
-        if let Some(p) = &a.json {
-            let json = serde_json::to_string_pretty(&report).expect("reports serialize");
-            if let Err(e) = std::fs::write(p, json) {
-                eprintln!("error: {}: {e}", p.display());
-                return ExitCode::FAILURE;
-            }
-        }
-        if let Some(p) = &a.html {
-            if let Err(e) = std::fs::write(p, strata_bench::html::render(&report)) {
-                eprintln!("error: {}: {e}", p.display());
-                return ExitCode::FAILURE;
-            }
-        }
-        if verdicts.iter().any(|v| v.grade == Grade::Fail) {
-            for v in verdicts.iter().filter(|v| v.grade == Grade::Fail) {
-                eprintln!("threshold failed: {}: {}", v.threshold, v.detail);
-            }
-            return ExitCode::from(EXIT_THRESHOLD);
-        }
-        if changes.iter().any(|c| c.regressed) {
-            for c in changes.iter().filter(|c| c.regressed) {
+        let code = conclude(
+            &a,
+            report,
+            &thresholds,
+            baseline.as_ref(),
+            max_regression,
+            slot,
+        );
+        if let Some(task) = exporter {
+            if !a.metrics_linger.is_zero() && !a.quiet {
                 eprintln!(
-                    "regression: {} went from {:.4} to {:.4} ({:+.1}%, allowed {:.1}%)",
-                    c.figure,
-                    c.baseline,
-                    c.current,
-                    c.change * 100.0,
-                    max_regression * 100.0
+                    "serving the final metrics on http://{}/metrics for {}",
+                    a.metrics_listen.expect("set with the exporter"),
+                    humantime::format_duration(a.metrics_linger)
                 );
             }
-            return ExitCode::from(EXIT_REGRESSION);
+            tokio::time::sleep(a.metrics_linger).await;
+            task.abort();
         }
-        ExitCode::SUCCESS
+        code
     })
+}
+
+/// Grades, compares, prints and writes the report; the exit code says how it went.
+fn conclude(
+    a: &LoadTestArgs,
+    report: Report,
+    thresholds: &[Threshold],
+    baseline: Option<&Report>,
+    max_regression: f64,
+    slot: &mut Option<Report>,
+) -> ExitCode {
+    let verdicts: Vec<Verdict> = thresholds.iter().map(|t| t.check(&report)).collect();
+    *slot = Some(report.clone());
+    let changes = baseline
+        .map(|b| compare(b, &report, max_regression))
+        .unwrap_or_default();
+    print_summary(&report, &verdicts, &changes);
+    if let Some(p) = &a.json {
+        let json = serde_json::to_string_pretty(&report).expect("reports serialize");
+        if let Err(e) = std::fs::write(p, json) {
+            eprintln!("error: {}: {e}", p.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(p) = &a.html {
+        if let Err(e) = std::fs::write(p, strata_bench::html::render(&report)) {
+            eprintln!("error: {}: {e}", p.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if verdicts.iter().any(|v| v.grade == Grade::Fail) {
+        for v in verdicts.iter().filter(|v| v.grade == Grade::Fail) {
+            eprintln!("threshold failed: {}: {}", v.threshold, v.detail);
+        }
+        return ExitCode::from(EXIT_THRESHOLD);
+    }
+    if changes.iter().any(|c| c.regressed) {
+        for c in changes.iter().filter(|c| c.regressed) {
+            eprintln!(
+                "regression: {} went from {:.4} to {:.4} ({:+.1}%, allowed {:.1}%)",
+                c.figure,
+                c.baseline,
+                c.current,
+                c.change * 100.0,
+                max_regression * 100.0
+            );
+        }
+        return ExitCode::from(EXIT_REGRESSION);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Serves `GET /metrics` with the run's live metrics until the task is aborted.
+async fn serve_live_metrics(
+    addr: std::net::SocketAddr,
+    live: &Live,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    live.register(&mut registry);
+    let registry = std::sync::Arc::new(registry);
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let registry = registry.clone();
+            async move { crate::server::admin_api::exposition(&registry, &headers) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    }))
 }
 
 /// Writes every key of the plan once, in order, from 4 workers (untimed).
@@ -523,6 +591,8 @@ async fn prefill(target: &Target, plan: &Plan) {
         warmup: Duration::ZERO,
         mix: "set=1".parse().expect("static mix"),
         keys: KeyGen::new(KeyDist::Sequential, plan.keys.len()).expect("non-empty key space"),
+        // The prefill is not the run: it stays out of the live metrics.
+        live: None,
         ..plan.clone()
     };
     let out = run(fill, target.clone(), |_, _| {}).await;

@@ -102,8 +102,8 @@ pub fn parse(text: &str) -> Result<Vec<(String, Vec<String>)>, String> {
     Ok(out)
 }
 
-/// Runs a scenario file; flags given on the command line (`--json`, `-q`) apply to
-/// the whole scenario.
+/// Runs a scenario file; flags given on the command line (`--json`, `-q`,
+/// `--metrics-listen`) apply to the whole scenario.
 pub fn run(file: &Path, cli: LoadTestArgs) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
@@ -123,6 +123,10 @@ pub fn run(file: &Path, cli: LoadTestArgs) -> ExitCode {
                 command: crate::cli::Command::LoadTest(mut a),
             }) => {
                 a.quiet |= cli.quiet;
+                if cli.metrics_listen.is_some() {
+                    a.metrics_listen = cli.metrics_listen;
+                    a.metrics_linger = cli.metrics_linger;
+                }
                 parsed.push((name, *a));
             }
             Ok(_) => return fail(format!("{name}: not a load-test")),

@@ -175,6 +175,8 @@ async fn every_metric_rules_and_dashboards_use_is_in_a_real_scrape() {
     for (_, expr) in dashboard_exprs() {
         used.extend(metric_names(&expr));
     }
+    // The load generator serves those (the next test).
+    used.retain(|m| !m.starts_with(LOADTEST));
     assert!(used.len() >= 10, "{used:?}");
     let mut missing = BTreeSet::new();
     // The PostgreSQL query counters appear once the insight thread has counted.
@@ -198,6 +200,127 @@ async fn every_metric_rules_and_dashboards_use_is_in_a_real_scrape() {
     assert!(
         missing.is_empty(),
         "used by rules.yml or a dashboard, absent from /metrics: {missing:?}"
+    );
+}
+
+const LOADTEST: &str = "strata_loadtest_";
+
+/// `strata load-test --metrics-listen` serves, while it runs and after, every
+/// metric the load-test dashboard uses, promtool-clean, and its final counters agree
+/// with the run's own report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_test_dashboard_reads_what_a_running_load_test_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let port = free_loopback_port();
+    let mut child = std::process::Command::new(common::strata_bin())
+        .args([
+            "load-test",
+            "engine",
+            "--namespace",
+            "lt",
+            "-u",
+            "2",
+            "-d",
+            "3s",
+        ])
+        .args(["--mix", "get=80,set=20", "--keys", "100", "-q"])
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-linger", "60s", "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut child);
+    let c = client();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let sample = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    // While it runs: operations are counted and the level is the users.
+    let mut during = None;
+    for _ in 0..200 {
+        if let Ok(r) = c.get(&url).send().await {
+            let text = r.text().await.unwrap();
+            if sample(&text, "strata_loadtest_operations_total").is_some_and(|v| v > 0.0) {
+                during = Some(text);
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let during = during.expect("live metrics with operations while the run goes");
+    assert_eq!(
+        sample(&during, "strata_loadtest_running{run=\"load-test\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&during, "strata_loadtest_users{run=\"load-test\"}"),
+        Some(2.0)
+    );
+    // After it: the report is written and the exporter lingers with final numbers.
+    for _ in 0..200 {
+        if json.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let after = common::get_text(&c, &url).await;
+    assert_eq!(
+        sample(&after, "strata_loadtest_running{"),
+        Some(0.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "strata_loadtest_operations_total{"),
+        report["ops"].as_f64(),
+        "{after}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "strata_loadtest_latency_seconds_count{run=\"load-test\",from=\"sent\"}"
+        ),
+        report["ops"].as_f64()
+    );
+    common::promtool_check_metrics(&after);
+    let present: BTreeSet<&str> = after
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let mut used = BTreeSet::new();
+    for (file, expr) in dashboard_exprs() {
+        let names: BTreeSet<String> = metric_names(&expr)
+            .into_iter()
+            .filter(|m| m.starts_with(LOADTEST))
+            .collect();
+        if file == "strata-loadtest.json" {
+            assert_eq!(names.len(), metric_names(&expr).len(), "{expr}");
+        }
+        used.extend(names);
+    }
+    assert!(used.len() >= 6, "{used:?}");
+    let missing: Vec<_> = used
+        .iter()
+        .filter(|m| !present.contains(m.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "dashboard uses {missing:?}; served:\n{after}"
     );
 }
 

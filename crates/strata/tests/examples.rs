@@ -122,3 +122,30 @@ async fn the_proxy_example_caches_cascades_invalidation_and_feeds_the_scenario()
         assert!(stdout.contains(name), "{name}: {stdout}");
     }
 }
+
+/// Every `toml` block of docs/proxy-cookbook.md is a whole strata.toml that
+/// `strata config check` accepts.
+#[test]
+fn every_recipe_of_the_proxy_cookbook_is_a_valid_config() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/proxy-cookbook.md"
+    ))
+    .unwrap();
+    let blocks: Vec<&str> = doc
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect();
+    assert!(blocks.len() >= 5, "{} toml blocks", blocks.len());
+    let dir = tempfile::tempdir().unwrap();
+    for (i, block) in blocks.iter().enumerate() {
+        let f = dir.path().join(format!("recipe{i}.toml"));
+        std::fs::write(&f, block).unwrap();
+        let (st, out, err) = common::run_cli(
+            &["config", "check", f.to_str().unwrap()],
+            &[("STRATA_ADMIN_TOKEN", "a-long-enough-test-token-0123456789")],
+        );
+        assert!(st.success(), "recipe {i}:\n{block}\n{out}{err}");
+    }
+}

@@ -112,8 +112,17 @@ pub async fn ready(State(st): State<Arc<AppState>>) -> Response {
 /// `GET /metrics`: OpenMetrics when the scraper asks for it (Prometheus does),
 /// else Prometheus text format 0.0.4.
 pub async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    exposition(&st.registry, &headers)
+}
+
+/// A registry's metrics in the format the scraper's `Accept` asks for (also what
+/// `strata load-test --metrics-listen` serves).
+pub(crate) fn exposition(
+    registry: &prometheus_client::registry::Registry,
+    headers: &HeaderMap,
+) -> Response {
     let mut out = String::with_capacity(16 * 1024);
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &st.registry) {
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, registry) {
         tracing::error!(error = %e, "metrics encoding failed");
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }

@@ -4,7 +4,7 @@
 //! timeout and metrics ([`observe`]), routing (axum), a handler that checks the
 //! token, then the engine.
 
-mod admin_api;
+pub(crate) mod admin_api;
 mod auth;
 mod batch_api;
 mod cache_api;
