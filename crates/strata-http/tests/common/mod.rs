@@ -370,7 +370,12 @@ impl Proxy {
 
     /// A proxy on a given engine (e.g. one sharing Redis with another proxy).
     pub async fn start_on(origin: &Origin, extra: &str, cache: Cache) -> Proxy {
-        let toml = format!("upstream = \"{}\"\n{extra}", origin.url());
+        Self::start_for(&origin.url(), extra, cache).await
+    }
+
+    /// A proxy for any origin URL.
+    pub async fn start_for(origin_url: &str, extra: &str, cache: Cache) -> Proxy {
+        let toml = format!("upstream = \"{origin_url}\"\n{extra}");
         let cfg: HttpConfig = toml::from_str(&toml).unwrap();
         let http = HttpCache::new(cfg, &cache).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
