@@ -237,25 +237,22 @@ async fn a_dropped_request_gets_502_and_is_never_repeated_more_than_once() {
     let proxy = proxy_for(addr).await;
     let c = common::client();
     // A pooled connection first, so the next request goes out on a reused one.
-    c.get(proxy.url("/len"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let pool_one = || async {
+        c.get(proxy.url("/len"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    };
+    pool_one().await;
     let r = c.get(proxy.url("/drop")).send().await.unwrap();
     assert_eq!(r.status(), 502);
     // Sent, so never handed back: at most one more try, on a new connection.
     let n = seen.count("GET", "/drop");
     assert!((1..=2).contains(&n), "sent {n} times");
-    c.get(proxy.url("/len"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    pool_one().await;
     let r = c.post(proxy.url("/drop")).body("x").send().await.unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(seen.count("POST", "/drop"), 1, "a POST is never sent twice");
