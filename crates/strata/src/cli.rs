@@ -34,7 +34,8 @@ pub(crate) enum Command {
         strata load-test 'http://127.0.0.1:8000/api/items/{key}' --rate 2000 --stages 30s:2000,2m:2000\n  \
         strata load-test redis://127.0.0.1:6379 --workload ycsb-b --keys 1000000\n  \
         strata load-test engine --mix get=80,set=20 --json run.json --threshold 'p99<1ms'\n  \
-        strata load-test http://127.0.0.1:7070 --namespace user --baseline run.json --max-regression 10%\n\n\
+        strata load-test http://127.0.0.1:7070 --namespace user --baseline run.json --max-regression 10%\n  \
+        strata load-test --scenario examples/load-test/scenario.toml --metrics-listen 127.0.0.1:7090\n\n\
         Exit codes: 0 passed, 2 bad arguments, 3 a threshold failed, 4 regressed against the baseline.")]
     LoadTest(Box<crate::loadtest::LoadTestArgs>),
     /// A fixed-count micro-benchmark of one operation against the engine or a server.
@@ -324,4 +325,76 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Splits an example command line the way a POSIX shell would for these simple
+    /// cases: whitespace, single quotes, `VAR=value` prefixes; a `# comment`,
+    /// redirection or pipe ends it.
+    fn words(line: &str) -> Vec<String> {
+        // What follows a comment, a redirection or a pipe is not strata's.
+        let line = [" #", " > ", " | "]
+            .iter()
+            .filter_map(|m| line.find(m))
+            .min()
+            .map_or(line, |i| &line[..i]);
+        let (mut out, mut cur, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+        for c in line.chars() {
+            match c {
+                '\'' => {
+                    quoted = !quoted;
+                    any = true;
+                }
+                c if c.is_whitespace() && !quoted => {
+                    if any {
+                        out.push(std::mem::take(&mut cur));
+                        any = false;
+                    }
+                }
+                c => {
+                    cur.push(c);
+                    any = true;
+                }
+            }
+        }
+        if any {
+            out.push(cur);
+        }
+        while out
+            .first()
+            .is_some_and(|w| w.contains('=') && w != "strata")
+        {
+            out.remove(0);
+        }
+        out
+    }
+
+    #[test]
+    fn every_example_in_help_parses() {
+        let mut checked = 0;
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut stack: Vec<clap::Command> = vec![cmd];
+        while let Some(c) = stack.pop() {
+            if let Some(help) = c.get_after_help() {
+                for line in help.to_string().lines() {
+                    let line = line.trim();
+                    let argv = words(line);
+                    if argv.first().map(String::as_str) != Some("strata") {
+                        continue; // prose
+                    }
+                    if let Err(e) = Cli::try_parse_from(&argv) {
+                        panic!("`{line}` does not parse: {e}");
+                    }
+                    checked += 1;
+                }
+            }
+            stack.extend(c.get_subcommands().cloned());
+        }
+        assert!(checked >= 20, "only {checked} examples found");
+    }
 }
