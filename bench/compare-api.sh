@@ -17,9 +17,7 @@ ROUNDS=${2:-3}
 need wrk:wrk nginx:nginx curl:curl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release -q -p strata
-work=$(mktemp -d)
-trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+bench_setup
 
 SPORT=$(free_port); NPORT=$(free_port)
 

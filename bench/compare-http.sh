@@ -21,9 +21,7 @@ ROUNDS=${2:-3}
 need wrk:wrk nginx:nginx curl:curl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release -q -p strata
-work=$(mktemp -d)
-trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+bench_setup
 OPORT=$(free_port); NPORT=$(free_port); SPORT=$(free_port); APORT=$(free_port)
 
 python3 -c 'import json; e = json.dumps({"id": 42, "name": "Ada Lovelace", "bio": ""}); print(json.dumps({"id": 42, "name": "Ada Lovelace", "bio": "x" * (885 - len(e))}), end="")' > "$work/item"

@@ -19,10 +19,8 @@ CONNS=${3:-50}
 need wrk:wrk nginx:nginx curl:curl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release -q -p strata
-work=$(mktemp -d)
+bench_setup
 chmod 755 "$work"
-trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 PORT=$(free_port)
 mkdir -p "$work/nginx"
 cat > "$work/nginx.conf" <<CONF

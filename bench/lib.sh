@@ -13,6 +13,14 @@ need() {
   fi
 }
 
+# Builds strata (release) and makes $work, a temp dir removed on exit after the
+# processes whose pids were written to $work/*.pid are killed.
+bench_setup() {
+  cargo build --release -q -p strata
+  work=$(mktemp -d)
+  trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Waits until a URL answers 2xx (10 s).
