@@ -13,12 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::{DigitallySignedStruct, ServerConfig};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::insight::{Insight, InsightConfig, SessionInfo};
@@ -684,7 +686,7 @@ enum ServerStream {
 #[derive(Debug, Clone)]
 pub struct UpstreamTls {
     /// rustls client settings (roots or, for `require`, no verification).
-    pub config: Arc<tokio_rustls::rustls::ClientConfig>,
+    pub config: Arc<rustls::ClientConfig>,
     /// Whether a server that answers `N` is refused (`require`, `verify-full`) rather
     /// than used in plain text (`prefer`).
     pub required: bool,
@@ -697,8 +699,8 @@ impl UpstreamTls {
     pub fn new(mode: &str, ca: Option<&std::path::Path>) -> Result<Option<Self>, String> {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::CertificateDer;
-        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-        let builder = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider.clone())
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
         let (config, required) = match mode {
@@ -712,7 +714,7 @@ impl UpstreamTls {
             ),
             "verify-full" => {
                 let ca = ca.ok_or("verify-full needs upstream_tls_ca (PEM roots)")?;
-                let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+                let mut roots = rustls::RootCertStore::empty();
                 for c in CertificateDer::pem_file_iter(ca)
                     .map_err(|e| format!("{}: {e}", ca.display()))?
                 {
@@ -743,9 +745,9 @@ impl UpstreamTls {
 /// libpq's `sslmode=require`: encryption without checking who answers. Signatures
 /// are still checked, so the session is at least bound to the key presented.
 #[derive(Debug)]
-struct NoVerification(Arc<tokio_rustls::rustls::crypto::CryptoProvider>);
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
 
-impl tokio_rustls::rustls::client::danger::ServerCertVerifier for NoVerification {
+impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(
         &self,
         _end_entity: &rustls_pki_types::CertificateDer<'_>,
@@ -753,21 +755,17 @@ impl tokio_rustls::rustls::client::danger::ServerCertVerifier for NoVerification
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: rustls_pki_types::UnixTime,
-    ) -> Result<tokio_rustls::rustls::client::danger::ServerCertVerified, tokio_rustls::rustls::Error>
-    {
-        Ok(tokio_rustls::rustls::client::danger::ServerCertVerified::assertion())
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
         &self,
         message: &[u8],
         cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &tokio_rustls::rustls::DigitallySignedStruct,
-    ) -> Result<
-        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
-        tokio_rustls::rustls::Error,
-    > {
-        tokio_rustls::rustls::crypto::verify_tls12_signature(
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
             message,
             cert,
             dss,
@@ -779,12 +777,9 @@ impl tokio_rustls::rustls::client::danger::ServerCertVerifier for NoVerification
         &self,
         message: &[u8],
         cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &tokio_rustls::rustls::DigitallySignedStruct,
-    ) -> Result<
-        tokio_rustls::rustls::client::danger::HandshakeSignatureValid,
-        tokio_rustls::rustls::Error,
-    > {
-        tokio_rustls::rustls::crypto::verify_tls13_signature(
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
             message,
             cert,
             dss,
@@ -792,7 +787,7 @@ impl tokio_rustls::rustls::client::danger::ServerCertVerifier for NoVerification
         )
     }
 
-    fn supported_verify_schemes(&self) -> Vec<tokio_rustls::rustls::SignatureScheme> {
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
@@ -857,7 +852,7 @@ pub fn load_tls(
         return Err(format!("{}: no certificate in it", cert.display()));
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
