@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::FutureExt;
 
-use crate::clock::{deadline, deadline_after, mono_ms, recent_mono_ms, recent_unix_ms, unix_ms};
+use crate::clock::{deadline, deadline_after, mono_ms, recent_clocks, unix_ms};
 use crate::crypto::Keyring;
 use crate::envelope::{Envelope, EnvelopeCodec, CODEC_RAW};
 use crate::error::{CacheError, Result};
@@ -855,7 +855,7 @@ impl Inner {
         // harmless there, and the OS clock is slow to read under cache pressure).
         let (created_ms, base_ms) = match l2 {
             Some(_) => (unix_ms(), mono_ms()),
-            None => (recent_unix_ms(), recent_mono_ms()),
+            None => recent_clocks(),
         };
         let mut publish = false;
         if let Some(l2) = l2 {

@@ -9,9 +9,15 @@
 //! every millisecond; the hit path reads that (one load of a hot line) and reads the
 //! real clock only for entries close to their deadline, so an entry is never served
 //! past its deadline unless the ticker has been starved for over [`GUARD_MS`].
+//!
+//! The ticker ticks every millisecond only while writes use its copies. After a second
+//! without such a write it ticks every [`IDLE_TICK_MS`] (still well inside the guard,
+//! so reads stay exact) and writes read the real clock until it is back to full speed:
+//! a process whose cache sits idle, such as a `strata serve` that only proxies
+//! PostgreSQL, is not woken a thousand times a second for nothing.
 //! See docs/decisions.md.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +30,18 @@ pub(crate) const GUARD_MS: u64 = 1000;
 static RECENT: AtomicU64 = AtomicU64::new(0);
 /// Last value of [`unix_ms`] stored by the ticker; 0 until it runs.
 static RECENT_UNIX: AtomicU64 = AtomicU64::new(0);
+/// Set while the ticker ticks every millisecond: only then are the recent copies
+/// fresh enough for writes.
+static FAST: AtomicBool = AtomicBool::new(false);
+/// Set by a write that wanted the recent copies since the ticker last looked.
+static WANTED: AtomicBool = AtomicBool::new(false);
+
+/// The ticker's period while no write uses it. Below [`GUARD_MS`], so reads stay exact.
+pub(crate) const IDLE_TICK_MS: u64 = 100;
+// Reads stay exact while the ticker is slow only if its copy lags by less than the guard.
+const _: () = assert!(IDLE_TICK_MS < GUARD_MS);
+/// Ticks without a write after which the ticker slows down.
+const IDLE_AFTER_TICKS: u32 = 1000;
 
 fn anchor() -> Instant {
     static ANCHOR: OnceLock<Instant> = OnceLock::new();
@@ -38,27 +56,87 @@ pub(crate) fn mono_ms() -> u64 {
 }
 
 /// Starts the ticker thread once per process. A sleeping thread that wakes every
-/// millisecond to store one integer.
+/// millisecond (every [`IDLE_TICK_MS`] while no write needs it) to store the clocks.
 pub(crate) fn start_ticker() {
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
-        let tick = || {
-            RECENT.store(mono_ms(), Ordering::Relaxed);
-            RECENT_UNIX.store(unix_ms(), Ordering::Relaxed);
-        };
         tick();
+        FAST.store(true, Ordering::Release);
         let spawned = std::thread::Builder::new()
             .name("strata-clock".into())
-            .spawn(move || loop {
-                tick();
-                std::thread::sleep(Duration::from_millis(1));
-            });
+            .spawn(run_ticker);
         if let Err(e) = spawned {
+            FAST.store(false, Ordering::Release);
             RECENT.store(0, Ordering::Relaxed);
             RECENT_UNIX.store(0, Ordering::Relaxed);
             tracing::warn!(error = %e, "clock ticker not started; L1 reads will use the OS clock");
         }
     });
+}
+
+fn tick() {
+    RECENT.store(mono_ms(), Ordering::Relaxed);
+    RECENT_UNIX.store(unix_ms(), Ordering::Relaxed);
+}
+
+fn run_ticker() {
+    let mut pace = Pace::default();
+    loop {
+        std::thread::sleep(Duration::from_millis(pace.period_ms()));
+        tick();
+        let was_fast = pace.fast;
+        pace.after_tick(WANTED.swap(false, Ordering::Relaxed));
+        if pace.fast != was_fast {
+            // After the tick: a write that sees FAST sees a fresh copy.
+            FAST.store(pace.fast, Ordering::Release);
+        }
+    }
+}
+
+/// The ticker's speed: every millisecond while writes want the copies, every
+/// [`IDLE_TICK_MS`] after [`IDLE_AFTER_TICKS`] ticks without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pace {
+    fast: bool,
+    idle_ticks: u32,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            fast: true,
+            idle_ticks: 0,
+        }
+    }
+}
+
+impl Pace {
+    fn period_ms(&self) -> u64 {
+        if self.fast {
+            1
+        } else {
+            IDLE_TICK_MS
+        }
+    }
+
+    fn after_tick(&mut self, wanted: bool) {
+        if wanted {
+            *self = Pace::default();
+        } else if self.fast {
+            self.idle_ticks += 1;
+            self.fast = self.idle_ticks < IDLE_AFTER_TICKS;
+        }
+    }
+}
+
+/// Tells the ticker a write wants its copies; true if they are fresh now.
+#[inline]
+fn want_recent() -> bool {
+    // Load first: a store on every write would bounce the line between cores.
+    if !WANTED.load(Ordering::Relaxed) {
+        WANTED.store(true, Ordering::Relaxed);
+    }
+    FAST.load(Ordering::Acquire)
 }
 
 /// Whether a monotonic deadline has passed, reading the real clock only near it.
@@ -74,23 +152,20 @@ pub(crate) fn is_past(deadline_ms: u64) -> bool {
     deadline_ms <= mono_ms()
 }
 
-/// [`mono_ms`] as of the last tick (at most a few ms behind, or the real clock when
-/// the ticker is not running). Behind means deadlines computed from it come early:
-/// use it only where early is harmless (entries no other tier bounds).
+/// `(unix_ms, mono_ms)` as of the last tick (at most a few ms behind), or read from
+/// the OS when the ticker is idle or not running. Behind means deadlines computed from
+/// them come early and creation stamps look older: use them only where that is
+/// harmless (entries no other tier bounds).
 #[inline]
-pub(crate) fn recent_mono_ms() -> u64 {
-    match RECENT.load(Ordering::Relaxed) {
-        0 => mono_ms(),
-        v => v,
-    }
-}
-
-/// [`unix_ms`] as of the last tick (creation stamps of memory-only entries).
-#[inline]
-pub(crate) fn recent_unix_ms() -> u64 {
-    match RECENT_UNIX.load(Ordering::Relaxed) {
-        0 => unix_ms(),
-        v => v,
+pub(crate) fn recent_clocks() -> (u64, u64) {
+    // FAST before the copies: the ticker refreshes them before it sets FAST.
+    if want_recent() {
+        (
+            RECENT_UNIX.load(Ordering::Relaxed),
+            RECENT.load(Ordering::Relaxed),
+        )
+    } else {
+        (unix_ms(), mono_ms())
     }
 }
 
@@ -152,6 +227,27 @@ mod tests {
             start_ticker();
         }
         assert!(RECENT.load(Ordering::Relaxed) >= 1000);
+    }
+
+    #[test]
+    fn the_ticker_slows_down_without_writes_and_speeds_up_on_the_next() {
+        let mut p = Pace::default();
+        assert_eq!(p.period_ms(), 1);
+        for _ in 0..IDLE_AFTER_TICKS - 1 {
+            p.after_tick(false);
+        }
+        assert!(p.fast, "still fast one tick before the limit");
+        p.after_tick(true);
+        assert_eq!(p, Pace::default(), "a write resets the count");
+        for _ in 0..IDLE_AFTER_TICKS {
+            p.after_tick(false);
+        }
+        assert!(!p.fast);
+        assert_eq!(p.period_ms(), IDLE_TICK_MS);
+        p.after_tick(false);
+        assert!(!p.fast, "stays slow while idle");
+        p.after_tick(true);
+        assert_eq!(p.period_ms(), 1, "the next write brings it back");
     }
 
     #[test]
