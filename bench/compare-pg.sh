@@ -8,11 +8,13 @@
 # it, `strata serve --pg-upstream` (release build) and pgbouncer with
 # pool_mode = session (strata with one session thread; STRATA_PG_WORKERS=n to change).
 # Each round runs `pgbench -S -c CLIENTS -j 2 -T SECONDS`
-# (select-only, simple protocol) against the three, in turn, so all see the same
-# noise. Prints TPS and mean latency per target and round, then the ratios of the
-# medians, then the CPU ticks each proxy spends at a fixed CPU_RATE (default 8000
-# transactions/s). pgbench itself shares the machine: on 2 cores every target is
-# CPU-bound.
+# (select-only, simple protocol) against the three, in turn (the order rotates from
+# round to round), so all see the same noise. Prints TPS and mean latency per target
+# and round, then the ratios of the medians, then the CPU ticks each proxy spends at a
+# fixed CPU_RATE (default 8000 transactions/s), then what each proxy adds to one
+# client's round trip on an unloaded machine (`-c 1` for LAT_SECONDS, default 5, per
+# target and round; 0 skips it). pgbench itself shares the machine: on 2 cores every
+# target is CPU-bound at CLIENTS = 20.
 # Needs PostgreSQL, pgbench and pgbouncer (Debian: postgresql pgbouncer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,8 +96,10 @@ print(f"{tps:.0f} {lat:.3f}")'
 declare -A tps
 echo "pgbench -S -c $CLIENTS -j 2 -T $SECONDS_PER_RUN, $ROUNDS rounds"
 printf "%-6s %-10s %10s %10s\n" round target tps mean_ms
+targets=(direct:$PGPORT pgbouncer:$BPORT strata:$SPORT)
 for r in $(seq "$ROUNDS"); do
-  for t in direct:$PGPORT pgbouncer:$BPORT strata:$SPORT; do
+  for i in 0 1 2; do
+    t=${targets[$(( (i + r - 1) % 3 ))]}
     name=${t%%:*}; port=${t##*:}
     read -r v lat < <(run "$port")
     tps[$name]="${tps[$name]:-} $v"
@@ -120,6 +124,24 @@ if [ "$CPU_RATE" -gt 0 ]; then
   done
 fi
 # Insight saw the traffic (the run is not measuring a proxy that dropped it).
+LAT_SECONDS=${LAT_SECONDS:-5}
+if [ "$LAT_SECONDS" -gt 0 ]; then
+  declare -A lat
+  for r in $(seq "$ROUNDS"); do
+    for i in 0 1 2; do
+      t=${targets[$(( (i + r - 1) % 3 ))]}
+      name=${t%%:*}; port=${t##*:}
+      v=$(pgbench -h 127.0.0.1 -p "$port" -U postgres -S -n -c 1 -T "$LAT_SECONDS" postgres 2>/dev/null \
+        | grep -oP 'latency average = \K[\d.]+')
+      lat[$name]="${lat[$name]:-} $v"
+    done
+  done
+  d=$(echo "${lat[direct]}" | median); b=$(echo "${lat[pgbouncer]}" | median); s=$(echo "${lat[strata]}" | median)
+  python3 -c "
+d, b, s = $d, $b, $s
+print(f'one client (-c 1, median of $ROUNDS x $LAT_SECONDS s): mean round trip direct {d*1000:.0f} us, pgbouncer {b*1000:.0f} us, strata {s*1000:.0f} us')
+print(f'added over direct: pgbouncer {(b-d)*1000:.0f} us, strata {(s-d)*1000:.0f} us' + (f' (strata / pgbouncer = {(s-d)/(b-d):.2f}x)' if b > d else ''))"
+fi
 curl -sf "http://127.0.0.1:$APORT/v1/db/queries?sort=calls&limit=1" | python3 -c '
 import json, sys
 q = json.load(sys.stdin)["queries"][0]
