@@ -85,6 +85,8 @@ pub struct Insight {
     tx: SyncSender<Event>,
     state: Arc<Mutex<State>>,
     metrics: PgMetrics,
+    /// The insight thread, unparked by a flush so that it need not wait out a nap.
+    thread: std::thread::Thread,
 }
 
 impl Insight {
@@ -100,11 +102,18 @@ impl Insight {
             handles: Vec::new(),
         }));
         let st = state.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("strata-pg-insight".into())
             .spawn(move || run(rx, st, cfg))
-            .expect("spawn the insight thread");
-        Insight { tx, state, metrics }
+            .expect("spawn the insight thread")
+            .thread()
+            .clone();
+        Insight {
+            tx,
+            state,
+            metrics,
+            thread,
+        }
     }
 
     /// Hands over a finished query; never blocks.
@@ -128,6 +137,7 @@ impl Insight {
             .await
             .unwrap_or(false);
         if sent {
+            self.thread.unpark();
             let _ = rx.await;
         }
     }
@@ -282,10 +292,15 @@ impl Change {
     }
 }
 
+/// How long the idle insight thread sleeps between looks at its queue. Events wait at
+/// most this long (the queue holds `InsightConfig::queue` of them meanwhile).
+const IDLE_NAP: Duration = Duration::from_millis(100);
+
 /// Drains the queue every millisecond instead of blocking on it: a blocked receiver
 /// makes every send a futex wake-up (a syscall and a context switch per query, which
 /// perf showed as the proxy's largest cost under pgbench), while a polling one costs
-/// the senders nothing. Idle, it backs off to 10 ms.
+/// the senders nothing. After a second without events it naps [`IDLE_NAP`] (an idle
+/// proxy should not wake a thousand times a second); a flush unparks it at once.
 fn run(rx: Receiver<Event>, state: Arc<Mutex<State>>, cfg: InsightConfig) {
     let mut idle_rounds = 0u32;
     loop {
@@ -317,8 +332,12 @@ fn run(rx: Receiver<Event>, state: Arc<Mutex<State>>, cfg: InsightConfig) {
         } else {
             0
         };
-        let nap = if idle_rounds > 1000 { 10 } else { 1 };
-        std::thread::sleep(Duration::from_millis(nap));
+        let nap = if idle_rounds > 1000 {
+            IDLE_NAP
+        } else {
+            Duration::from_millis(1)
+        };
+        std::thread::park_timeout(nap);
     }
 }
 
