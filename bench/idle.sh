@@ -8,8 +8,8 @@
 # redis-server (defaults, no persistence); lets them settle for 3 s (strata's clock
 # ticker and query-insight thread slow down after 1 s with nothing to do), then
 # prints for each the CPU ticks (user + system, 1/100 s) and the voluntary context
-# switches of all its threads over SECONDS: how often it wakes up for nothing. Needs redis-server (Debian:
-# redis-server); installs it if missing.
+# switches of all its threads over SECONDS: how often it wakes up for nothing.
+# Needs redis-server (Debian: redis-server); installs it if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-20}

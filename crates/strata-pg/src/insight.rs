@@ -299,8 +299,8 @@ const IDLE_NAP: Duration = Duration::from_millis(100);
 /// Drains the queue every millisecond instead of blocking on it: a blocked receiver
 /// makes every send a futex wake-up (a syscall and a context switch per query, which
 /// perf showed as the proxy's largest cost under pgbench), while a polling one costs
-/// the senders nothing. After a second without events it naps [`IDLE_NAP`] (an idle
-/// proxy should not wake a thousand times a second); a flush unparks it at once.
+/// the senders nothing. After a second without events it naps [`IDLE_NAP`], so that
+/// an idle proxy stays asleep; a flush unparks it at once.
 fn run(rx: Receiver<Event>, state: Arc<Mutex<State>>, cfg: InsightConfig) {
     let mut idle_rounds = 0u32;
     loop {
