@@ -11,7 +11,8 @@
 //! ```
 //! Besides criterion's per-target timings, it prints a summary table with ops/s,
 //! hit ratio and the ratios strata/quick_cache and strata/moka (median over 9 rounds
-//! of the ratio within each round, so that machine noise hits all targets alike). With `SKIP_SUMMARY=1`
+//! of the ratio within each round, so that machine noise hits all targets alike, and
+//! the range of those per-round ratios; `ROUNDS=n` for more rounds). With `SKIP_SUMMARY=1`
 //! only criterion's part runs, e.g. to profile one target:
 //! `SKIP_SUMMARY=1 cargo bench -p strata-cache --bench l1_hit_path -- 'strata L1' --profile-time 8`.
 
@@ -254,7 +255,12 @@ fn bench(c: &mut Criterion) {
     if std::env::var_os("SKIP_SUMMARY").is_some() || !benching {
         return;
     }
-    let rounds = 9;
+    // ROUNDS=n for a tighter median than the default 9 allow on a noisy machine.
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(9);
     let ops = (THREADS * OPS_PER_THREAD) as f64;
     // per target: (ops/s, hit ratio) per round
     let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); targets.len()];
@@ -275,23 +281,23 @@ fn bench(c: &mut Criterion) {
         println!("{:<20} {:>12.2} {:>9.1}%", t.name(), ops / 1e6, hr * 100.0);
     }
     // Ratios are paired within a round (the machine's load drifts between rounds).
+    // The median of the per-round ratios, with their range: the spread is the noise
+    // any comparison of two runs has to beat.
     let ratio = |a: usize, b: usize| {
-        median(
-            (0..rounds)
-                .map(|r| results[a][r].0 / results[b][r].0)
-                .collect(),
-        )
+        let mut r: Vec<f64> = (0..rounds)
+            .map(|i| results[a][i].0 / results[b][i].0)
+            .collect();
+        r.sort_by(f64::total_cmp);
+        format!("{:.2}x ({:.2}-{:.2})", r[r.len() / 2], r[0], r[r.len() - 1])
     };
+    println!("ratios: median of {rounds} paired rounds (their range)");
+    println!("strata / quick_cache = {}", ratio(0, 1));
+    println!("strata / moka = {}", ratio(0, 2));
     println!(
-        "strata / quick_cache = {:.2}x   strata / moka = {:.2}x   (median of {rounds} paired rounds)",
-        ratio(0, 1),
-        ratio(0, 2)
+        "qc with strata's key and entry shapes / quick_cache = {}",
+        ratio(3, 1)
     );
-    println!(
-        "qc with strata's key and entry shapes / quick_cache = {:.2}x   strata / that = {:.2}x",
-        ratio(3, 1),
-        ratio(0, 3)
-    );
+    println!("strata / qc with strata's shapes = {}", ratio(0, 3));
 }
 
 criterion_group!(benches, bench);
