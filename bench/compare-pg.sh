@@ -97,9 +97,10 @@ declare -A tps
 echo "pgbench -S -c $CLIENTS -j 2 -T $SECONDS_PER_RUN, $ROUNDS rounds"
 printf "%-6s %-10s %10s %10s\n" round target tps mean_ms
 targets=(direct:$PGPORT pgbouncer:$BPORT strata:$SPORT)
+# The targets as name:port in round $1's order: each round starts one later.
+order() { for i in 0 1 2; do echo "${targets[$(( (i + $1 - 1) % 3 ))]}"; done; }
 for r in $(seq "$ROUNDS"); do
-  for i in 0 1 2; do
-    t=${targets[$(( (i + r - 1) % 3 ))]}
+  for t in $(order "$r"); do
     name=${t%%:*}; port=${t##*:}
     read -r v lat < <(run "$port")
     tps[$name]="${tps[$name]:-} $v"
@@ -128,8 +129,7 @@ LAT_SECONDS=${LAT_SECONDS:-5}
 if [ "$LAT_SECONDS" -gt 0 ]; then
   declare -A lat
   for r in $(seq "$ROUNDS"); do
-    for i in 0 1 2; do
-      t=${targets[$(( (i + r - 1) % 3 ))]}
+    for t in $(order "$r"); do
       name=${t%%:*}; port=${t##*:}
       v=$(pgbench -h 127.0.0.1 -p "$port" -U postgres -S -n -c 1 -T "$LAT_SECONDS" postgres 2>/dev/null \
         | grep -oP 'latency average = \K[\d.]+')

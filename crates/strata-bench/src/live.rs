@@ -253,6 +253,10 @@ mod tests {
     use crate::recorder::Outcome;
     use std::time::Duration;
 
+    fn has(text: &str, line: &str) {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+
     fn scrape(live: &Live) -> String {
         let mut r = Registry::default();
         live.register(&mut r);
@@ -329,35 +333,14 @@ mod tests {
         live.add(&c, true);
         live.add(&c, false);
         let text = scrape(&live);
-        assert!(
-            text.contains("strata_loadtest_operations_total{run=\"r\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains("strata_loadtest_users{run=\"r\"} 50"),
-            "{text}"
-        );
-        assert!(
-            text.contains("strata_loadtest_warmup{run=\"r\"} 0"),
-            "{text}"
-        );
-        assert!(
-            text.contains("strata_loadtest_running{run=\"r\"} 1"),
-            "{text}"
-        );
+        has(&text, "strata_loadtest_operations_total{run=\"r\"} 2");
+        has(&text, "strata_loadtest_users{run=\"r\"} 50");
+        has(&text, "strata_loadtest_warmup{run=\"r\"} 0");
+        has(&text, "strata_loadtest_running{run=\"r\"} 1");
         live.finish();
         let text = scrape(&live);
-        assert!(
-            text.contains("strata_loadtest_users{run=\"r\"} 0"),
-            "{text}"
-        );
-        assert!(
-            text.contains("strata_loadtest_running{run=\"r\"} 0"),
-            "{text}"
-        );
-        assert!(
-            text.contains("strata_loadtest_operations_total{run=\"r\"} 2"),
-            "{text}"
-        );
+        has(&text, "strata_loadtest_users{run=\"r\"} 0");
+        has(&text, "strata_loadtest_running{run=\"r\"} 0");
+        has(&text, "strata_loadtest_operations_total{run=\"r\"} 2");
     }
 }
