@@ -292,11 +292,18 @@ impl Change {
     }
 }
 
-/// How long the idle insight thread sleeps between looks at its queue. Events wait at
-/// most this long (the queue holds `InsightConfig::queue` of them meanwhile).
+/// How long the insight thread sleeps between looks at its queue while queries flow.
+/// Events wait at most this long (the queue holds `InsightConfig::queue` of them
+/// meanwhile) and carry their own time, so the wait changes no statistic.
+const BUSY_NAP: Duration = Duration::from_millis(10);
+
+/// How long it sleeps once a second has passed without events.
 const IDLE_NAP: Duration = Duration::from_millis(100);
 
-/// Drains the queue every millisecond instead of blocking on it: a blocked receiver
+/// Empty looks at the queue after which the thread counts as idle (one second).
+const IDLE_AFTER: u32 = (1000 / BUSY_NAP.as_millis()) as u32;
+
+/// Drains the queue every [`BUSY_NAP`] instead of blocking on it: a blocked receiver
 /// makes every send a futex wake-up (a syscall and a context switch per query, which
 /// perf showed as the proxy's largest cost under pgbench), while a polling one costs
 /// the senders nothing. After a second without events it naps [`IDLE_NAP`], so that
@@ -312,7 +319,8 @@ fn run(rx: Receiver<Event>, state: Arc<Mutex<State>>, cfg: InsightConfig) {
                 Err(TryRecvError::Disconnected) => return,
             };
             // Under one lock per batch, bounded so readers get a turn; the batch
-            // shares one reading of the clocks (events are at most ~1 ms old).
+            // shares one reading of the clocks, from which each event's own time
+            // is derived.
             let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
             let now = (Instant::now(), unix_ms(SystemTime::now()));
             st.apply(ev, &cfg, now);
@@ -332,10 +340,10 @@ fn run(rx: Receiver<Event>, state: Arc<Mutex<State>>, cfg: InsightConfig) {
         } else {
             0
         };
-        let nap = if idle_rounds > 1000 {
+        let nap = if idle_rounds > IDLE_AFTER {
             IDLE_NAP
         } else {
-            Duration::from_millis(1)
+            BUSY_NAP
         };
         std::thread::park_timeout(nap);
     }
@@ -349,6 +357,9 @@ impl State {
             }
             Event::Closed(conn) => self.detector.connection_closed(conn),
             Event::Query(q, session) => {
+                // The query's own time: the thread gets to events up to a nap late.
+                let late = now.saturating_duration_since(q.finished);
+                let (now, now_ms) = (q.finished, now_ms.saturating_sub(late.as_millis() as u64));
                 let fp = self.fingerprints.fingerprint(&q.sql);
                 let failed = q.error.is_some();
                 self.stats.record(&fp, q.duration, q.rows, failed, now_ms);
@@ -409,5 +420,43 @@ impl State {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A query is dated by when it finished, not by when the (napping) insight
+    /// thread got to it.
+    #[tokio::test]
+    async fn events_keep_their_own_time() {
+        let insight = Insight::start(InsightConfig::default(), PgMetrics::new());
+        let finished = Instant::now() - Duration::from_secs(5);
+        let session = Arc::new(SessionInfo {
+            database: "db".into(),
+            user: "u".into(),
+            client: "127.0.0.1".into(),
+        });
+        let ev = QueryEvent {
+            conn: 1,
+            sql: "SELECT pg_sleep(1)".into(),
+            truncated: false,
+            duration: Duration::from_secs(1),
+            finished,
+            rows: 1,
+            error: None,
+            transaction: None,
+            params: None,
+        };
+        insight.record(ev, &session);
+        insight.flushed().await;
+        let now_ms = unix_ms(SystemTime::now());
+        let slow = insight.slow();
+        assert_eq!(slow.len(), 1, "{slow:?}");
+        let age = now_ms - slow[0].at_ms;
+        assert!((4_900..6_000).contains(&age), "dated {age} ms ago");
+        let q = &insight.queries(SortBy::Calls, 1)[0].query;
+        assert_eq!(q.last_seen_ms, slow[0].at_ms);
     }
 }

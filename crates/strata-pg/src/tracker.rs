@@ -25,6 +25,9 @@ pub struct QueryEvent {
     pub truncated: bool,
     /// Server time: from when the server could start it to its last response.
     pub duration: Duration,
+    /// When its last response arrived (the proxy's clock): the insight thread
+    /// dates the query by this, not by when it gets to the event.
+    pub finished: Instant,
     /// Rows returned or affected, from the command tags.
     pub rows: u64,
     /// SQLSTATE when it failed.
@@ -318,6 +321,7 @@ impl Tracker {
             sql,
             truncated,
             duration: now.saturating_duration_since(start),
+            finished: now,
             rows,
             error,
             transaction: in_transaction.then_some(self.transaction_seq),
