@@ -26,7 +26,8 @@ python3 -c 'import json; e = json.dumps({"id": 42, "name": "Ada Lovelace", "bio"
 test "$(wc -c < "$work/value.json")" -eq 885
 
 # strata
-RUST_LOG=warn target/release/strata serve --listen "127.0.0.1:$SPORT" > "$work/strata.log" 2>&1 &
+# Both servers in sessions of their own, as services run (bench/lib.sh, as_service).
+RUST_LOG=warn as_service target/release/strata serve --listen "127.0.0.1:$SPORT" > "$work/strata.log" 2>&1 &
 echo $! > "$work/strata.pid"
 wait_url "http://127.0.0.1:$SPORT/health"
 curl -sf -X PUT -H 'content-type: application/json' --data-binary @"$work/value.json" \
@@ -51,9 +52,10 @@ $(nginx_http_common "$work")
   }
 }
 CONF
-"$NGINX" -c "$work/nginx.conf" -p "$work/nginx" > /dev/null 2>&1 &
+as_service "$NGINX" -c "$work/nginx.conf" -p "$work/nginx" > /dev/null 2>&1 &
 echo $! > "$work/nginx.pid"
 wait_url "http://127.0.0.1:$NPORT/item"
+show_groups "$work/strata.pid" "$work/nginx.pid"
 cmp <(curl -s "http://127.0.0.1:$SPORT/v1/cache/bench/item") <(curl -s "http://127.0.0.1:$NPORT/item")
 
 

@@ -7,7 +7,8 @@
 # The origin is an nginx (one worker) serving an 885-byte JSON file with
 # `Cache-Control: max-age=3600`. In front of it: `strata serve --upstream`
 # (release build) and an nginx with `proxy_cache` (workers per core, keep-alive
-# upstream). Two measurements, rounds alternating so both see the same noise:
+# upstream), each server in a session of its own (bench/lib.sh, as_service). Two
+# measurements, rounds alternating so both see the same noise:
 #   hits:   wrk -t1 -c50 on the cached URL (every request a cache hit);
 #   misses: wrk -t1 -c10 on a route neither caches (strata `cache = false`,
 #           nginx plain proxy_pass), plus the origin directly, to get the
@@ -71,11 +72,13 @@ upstream = "http://127.0.0.1:$OPORT"
 match = "/nocache/*"
 cache = false
 CONF
-"$NGINX" -c "$work/origin.conf" -p "$work/origin" >/dev/null 2>&1 & echo $! > "$work/origin.pid"
-"$NGINX" -c "$work/proxy.conf" -p "$work/nginx" >/dev/null 2>&1 & echo $! > "$work/nginx.pid"
-RUST_LOG=warn target/release/strata serve --config "$work/strata.toml" --listen "127.0.0.1:$APORT" > "$work/strata.log" 2>&1 &
+# Each server in a session of its own, as services run (bench/lib.sh, as_service).
+as_service "$NGINX" -c "$work/origin.conf" -p "$work/origin" >/dev/null 2>&1 & echo $! > "$work/origin.pid"
+as_service "$NGINX" -c "$work/proxy.conf" -p "$work/nginx" >/dev/null 2>&1 & echo $! > "$work/nginx.pid"
+RUST_LOG=warn as_service target/release/strata serve --config "$work/strata.toml" --listen "127.0.0.1:$APORT" > "$work/strata.log" 2>&1 &
 echo $! > "$work/strata.pid"
 wait_url "http://127.0.0.1:$OPORT/item"; wait_url "http://127.0.0.1:$NPORT/item"; wait_url "http://127.0.0.1:$SPORT/item"
+show_groups "$work/origin.pid" "$work/nginx.pid" "$work/strata.pid"
 cmp <(curl -s "http://127.0.0.1:$SPORT/item") <(curl -s "http://127.0.0.1:$NPORT/item")
 # Both must be answering hits, not passing through.
 curl -s "http://127.0.0.1:$NPORT/item" >/dev/null

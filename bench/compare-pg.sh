@@ -6,7 +6,8 @@
 #
 # A throwaway PostgreSQL (initdb in a temp dir, pgbench scale 10) and, in front of
 # it, `strata serve --pg-upstream` (release build) and pgbouncer with
-# pool_mode = session (strata with one session thread; STRATA_PG_WORKERS=n to change).
+# pool_mode = session (strata with one session thread; STRATA_PG_WORKERS=n to change),
+# each in a session of its own as pgbouncer -d puts itself (bench/lib.sh, as_service).
 # Each round runs `pgbench -S -c CLIENTS -j 2 -T SECONDS`
 # (select-only, simple protocol) against the three, in turn (the order rotates from
 # round to round), so all see the same noise. Prints TPS and mean latency per target
@@ -71,23 +72,15 @@ as_pg pgbouncer -d "$work/bouncer.ini"
 
 # One session thread, as pgbouncer has one: on a 2-core machine shared with pgbench
 # and PostgreSQL a second one costs more in wake-ups than it gives (docs/decisions.md).
-# In a session of its own (setsid), as pgbouncer is after `-d` and PostgreSQL after
-# pg_ctl: where the kernel groups CPU time by session (sched_autogroup), a proxy left
-# in this script's session would share one group's CPU share with pgbench's threads.
-# OWN_SESSION=0 leaves it there, to see that effect.
-own_session=(setsid)
-[ "${OWN_SESSION:-1}" = 1 ] || own_session=()
-STRATA__POSTGRES__WORKERS=${STRATA_PG_WORKERS:-1} "${own_session[@]}" target/release/strata serve \
+# In a session of its own, as pgbouncer is after `-d` and PostgreSQL after pg_ctl
+# (bench/lib.sh, as_service).
+STRATA__POSTGRES__WORKERS=${STRATA_PG_WORKERS:-1} as_service target/release/strata serve \
   --listen "127.0.0.1:$APORT" --pg-upstream "postgres://127.0.0.1:$PGPORT" \
   --pg-listen "127.0.0.1:$SPORT" --log-level warn >"$work/strata.log" 2>&1 &
 echo $! > "$work/strata.pid"
 wait_url "http://127.0.0.1:$APORT/health"
 for _ in $(seq 50); do [ -f "$work/bouncer.pid" ] && break; sleep 0.1; done
-if [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ]; then
-  echo "scheduling groups (sched_autogroup): pgbench $(cut -d' ' -f1 /proc/self/autogroup)," \
-    "pgbouncer $(cut -d' ' -f1 "/proc/$(cat "$work/bouncer.pid")/autogroup")," \
-    "strata $(cut -d' ' -f1 "/proc/$(cat "$work/strata.pid")/autogroup")"
-fi
+show_groups "$work/bouncer.pid" "$work/strata.pid"
 
 pgbench -h 127.0.0.1 -p "$PGPORT" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 

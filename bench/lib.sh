@@ -21,6 +21,25 @@ bench_setup() {
   trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 }
 
+# Runs a server under test the way a service runs: in a session of its own. Where the
+# kernel groups CPU time by session (sched_autogroup, on by default in many distros),
+# a server left in this script's session would share one group's share with the load
+# generator. Use as `as_service CMD ARGS... &`: it execs, so `$!` is the server's pid.
+# OWN_SESSION=0 keeps servers in this session, to see the effect.
+as_service() {
+  if [ "${OWN_SESSION:-1}" = 1 ]; then exec setsid "$@"; else exec "$@"; fi
+}
+
+# Prints the scheduling group of each pid file given, when sched_autogroup is on.
+show_groups() {
+  [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ] || return 0
+  local line="scheduling groups (sched_autogroup): load generator $(cut -d' ' -f1 /proc/self/autogroup)"
+  for f in "$@"; do
+    line+=", $(basename "$f" .pid) $(cut -d' ' -f1 "/proc/$(cat "$f")/autogroup")"
+  done
+  echo "$line"
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Waits until a URL answers 2xx (10 s).
