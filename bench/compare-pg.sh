@@ -114,6 +114,15 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 d=$(echo "${tps[direct]}" | median); b=$(echo "${tps[pgbouncer]}" | median); s=$(echo "${tps[strata]}" | median)
 python3 -c "print(f'median tps: direct $d, pgbouncer $b, strata $s'); print(f'strata / pgbouncer = {$s/$b:.2f}x   strata / direct = {$s/$d:.2f}x   pgbouncer / direct = {$b/$d:.2f}x')"
+# The same ratios paired within each round (the machine's load drifts between
+# rounds), with their range: the spread any comparison of two runs has to beat.
+python3 - "${tps[direct]}" "${tps[pgbouncer]}" "${tps[strata]}" <<'PY'
+import statistics, sys
+d, b, s = ([float(x) for x in a.split()] for a in sys.argv[1:])
+for name, num, den in (("strata / pgbouncer", s, b), ("strata / direct", s, d), ("pgbouncer / direct", b, d)):
+    r = sorted(x / y for x, y in zip(num, den))
+    print(f"{name} per round: median {statistics.median(r):.2f}x (range {r[0]:.2f}-{r[-1]:.2f})")
+PY
 # CPU per transaction at a fixed rate (CPU_RATE transactions/s for 8 s, 0 to skip):
 # utime + stime ticks of each proxy process, from /proc, alternating.
 CPU_RATE=${CPU_RATE:-8000}
