@@ -124,16 +124,31 @@ for name, num, den in (("strata / pgbouncer", s, b), ("strata / direct", s, d), 
     print(f"{name} per round: median {statistics.median(r):.2f}x (range {r[0]:.2f}-{r[-1]:.2f})")
 PY
 # CPU per transaction at a fixed rate (CPU_RATE transactions/s for 8 s, 0 to skip):
-# utime + stime ticks of each proxy process, from /proc, alternating.
+# utime + stime ticks of each proxy process, from /proc, alternating; in parentheses
+# the same per thread name (user/system), for threads alive at both readings.
 CPU_RATE=${CPU_RATE:-8000}
 if [ "$CPU_RATE" -gt 0 ]; then
   ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  # "name|utime|stime" per thread name; the name may hold spaces, so fields are
+  # counted from the closing parenthesis.
+  thread_ticks() {
+    for f in /proc/"$1"/task/*/stat; do sed -E 's/^[0-9]+ \((.*)\) (.*)$/\1|\2/' "$f"; done |
+      awk -F'|' '{split($2, a, " "); u[$1] += a[12]; s[$1] += a[13]} END {for (n in u) print n "|" u[n] "|" s[n]}'
+  }
   for r in 1 2; do
     for t in pgbouncer:$BPORT:$(cat "$work/bouncer.pid") strata:$SPORT:$(cat "$work/strata.pid"); do
       IFS=: read -r name port pid <<< "$t"
-      a=$(ticks "$pid")
+      a=$(ticks "$pid"); ta=$(thread_ticks "$pid")
       pgbench -h 127.0.0.1 -p "$port" -U postgres -S -n -c "$CLIENTS" -j 2 -T 8 -R "$CPU_RATE" postgres >/dev/null 2>&1
-      echo "cpu at $CPU_RATE tps for 8 s, round $r: $name $(( $(ticks "$pid") - a )) ticks"
+      split=$(python3 - "$ta" "$(thread_ticks "$pid")" <<'PY'
+import sys
+rows = lambda t: {n: (int(u), int(s)) for n, u, s in (l.split("|") for l in t.splitlines() if l)}
+a, b = rows(sys.argv[1]), rows(sys.argv[2])
+d = {n: (u - a[n][0], s - a[n][1]) for n, (u, s) in b.items() if n in a}
+print(", ".join(f"{n} {u}/{s}" for n, (u, s) in sorted(d.items(), key=lambda x: -sum(x[1])) if u + s))
+PY
+)
+      echo "cpu at $CPU_RATE tps for 8 s, round $r: $name $(( $(ticks "$pid") - a )) ticks ($split)"
     done
   done
 fi
