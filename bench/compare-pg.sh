@@ -128,7 +128,6 @@ PY
 # the same per thread name (user/system), for threads alive at both readings.
 CPU_RATE=${CPU_RATE:-8000}
 if [ "$CPU_RATE" -gt 0 ]; then
-  ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
   # "name|utime|stime" per thread name; the name may hold spaces, so fields are
   # counted from the closing parenthesis.
   thread_ticks() {

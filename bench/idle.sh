@@ -31,7 +31,6 @@ wait_url "http://127.0.0.1:$SPORT/health"
 wait_url "http://127.0.0.1:$PPORT/health"
 sleep 3
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 wakeups() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s}'; }
 declare -A t0 w0
 for name in strata strata-pg redis; do

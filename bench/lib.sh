@@ -40,6 +40,9 @@ show_groups() {
   echo "$line"
 }
 
+# CPU ticks (user + system, 1/100 s) a process has used so far, from /proc.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Waits until a URL answers 2xx (10 s).
