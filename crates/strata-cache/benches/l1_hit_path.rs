@@ -91,7 +91,7 @@ impl Target for Strata {
     }
 }
 
-/// quick_cache holding what strata's memory tier holds: a (namespace id, boxed key)
+/// quick_cache holding what strata's memory tier holds: a (namespace id, inline key)
 /// key, a 64-byte entry beside the value, weighed in bytes, the index sized as strata
 /// sizes it. Not a peer: it marks how much of the gap to raw quick_cache is the data's
 /// shape, and so how much is strata's own code (expiry, epochs, stats, the API).
@@ -100,7 +100,7 @@ struct QcShaped(quick_cache::sync::Cache<ShapedKey, ShapedEntry, ShapedWeigher>)
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ShapedKey {
     ns: u32,
-    key: Box<str>,
+    key: compact_str::CompactString,
 }
 
 /// Borrowed form of [`ShapedKey`]; derives the same hash (fields hashed in order).
@@ -112,7 +112,7 @@ struct ShapedKeyRef<'a> {
 
 impl quick_cache::Equivalent<ShapedKey> for ShapedKeyRef<'_> {
     fn equivalent(&self, k: &ShapedKey) -> bool {
-        self.ns == k.ns && self.key == &*k.key
+        self.ns == k.ns && self.key == k.key.as_str()
     }
 }
 
@@ -141,7 +141,7 @@ impl Target for QcShaped {
     fn insert(&self, key: &str, value: Bytes) {
         let k = ShapedKey {
             ns: 1,
-            key: key.into(),
+            key: compact_str::CompactString::new(key),
         };
         let e = ShapedEntry {
             value,

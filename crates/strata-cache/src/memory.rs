@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use compact_str::CompactString;
 use quick_cache::sync::Cache as QCache;
 use quick_cache::{DefaultHashBuilder, Equivalent, Lifecycle, OptionsBuilder, Weighter};
 
@@ -24,10 +25,14 @@ pub(crate) const MAX_NAMESPACES: usize = 1024;
 const ENTRY_OVERHEAD: u64 = 96;
 
 /// Owned L1 key: namespace id and the cache key.
+///
+/// The key is a `CompactString`: keys of up to 24 bytes (most cache keys, such as
+/// `user:123456`) live inside quick_cache's slot, so a hit compares the key without
+/// a second cache miss on a heap allocation, and an insert allocates nothing for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct L1Key {
     pub(crate) ns: u32,
-    pub(crate) key: Box<str>,
+    pub(crate) key: CompactString,
 }
 
 // Only the key is hashed, as a `str` (one `write_str` for foldhash): keys of different
@@ -35,7 +40,7 @@ pub(crate) struct L1Key {
 // hasher rounds per lookup instead of one.
 impl Hash for L1Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key.hash(state);
+        self.key.as_str().hash(state);
     }
 }
 
@@ -54,7 +59,7 @@ impl Hash for L1KeyRef<'_> {
 
 impl Equivalent<L1Key> for L1KeyRef<'_> {
     fn equivalent(&self, k: &L1Key) -> bool {
-        self.ns == k.ns && self.key == &*k.key
+        self.ns == k.ns && self.key == k.key.as_str()
     }
 }
 
@@ -119,7 +124,7 @@ impl Lifecycle<L1Key, L1Entry> for EvictionCounter {
     type RequestState = Dropped;
 
     fn on_evict(&self, state: &mut Dropped, key: L1Key, _val: L1Entry) {
-        state.push((key.ns, self.hasher.hash_one(&*key.key)));
+        state.push((key.ns, self.hasher.hash_one(key.key.as_str())));
     }
 }
 
@@ -146,8 +151,9 @@ impl MemoryTier {
         let lifecycle = EvictionCounter {
             hasher: DefaultHashBuilder::default(),
         };
-        // Size the index for ~256-byte entries; quick_cache grows past it if needed.
-        let est_items = (max_bytes / 256).clamp(64, 1 << 26) as usize;
+        // Size the index (and the ghost list, half as long) for ~200-byte entries: a
+        // 100-byte value with its key and overhead. quick_cache grows past it if needed.
+        let est_items = (max_bytes / 200).clamp(64, 1 << 26) as usize;
         let options = OptionsBuilder::new()
             .estimated_items_capacity(est_items)
             .weight_capacity(max_bytes.max(1))
@@ -191,7 +197,7 @@ impl MemoryTier {
         self.cache.insert_with_lifecycle(
             L1Key {
                 ns,
-                key: key.into(),
+                key: CompactString::new(key),
             },
             entry,
             &mut dropped,
