@@ -8,8 +8,13 @@
 # `Cache-Control: max-age=3600`. In front of it: `strata serve --upstream`
 # (release build) and an nginx with `proxy_cache` (workers per core, keep-alive
 # upstream), each server in a session of its own (bench/lib.sh, as_service). Two
-# measurements, rounds alternating so both see the same noise:
-#   hits:   wrk -t1 -c50 on the cached URL (every request a cache hit);
+# measurements, each a wrk run on strata and one on nginx, in turn strata first and
+# nginx first from round to round, so both see the same noise:
+#   hits:   wrk -t1 -c50 on the cached URL (every request a cache hit), closed
+#           loop (as fast as each proxy answers), then paced: each connection
+#           waits PACE_MS (default 3) between a response and its next request
+#           (bench/paced.lua), so both proxies serve the same load below
+#           saturation and their tails compare at equal throughput;
 #   misses: wrk -t1 -c10 on a route neither caches (strata `cache = false`,
 #           nginx plain proxy_pass), plus the origin directly, to get the
 #           latency each proxy adds.
@@ -18,6 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
 ROUNDS=${2:-3}
+PACE_MS=${PACE_MS:-3}
 . bench/lib.sh
 need wrk:wrk nginx:nginx curl:curl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -89,19 +95,29 @@ for u in "$SPORT/item" "$NPORT/item" "$SPORT/nocache/item" "$NPORT/nocache/item"
   wrk -t1 -c50 -d2s "http://127.0.0.1:$u" >/dev/null
 done
 printf "%-6s %-14s %12s %9s %9s\n" round target "requests/s" "p50 ms" "p99 ms"
-: > "$work/hits"; : > "$work/misses"
+: > "$work/hits"; : > "$work/paced"; : > "$work/misses"
+# pair PATH CONNECTIONS [PACE_MS]: one wrk run on strata and one on nginx, strata
+# first in odd rounds and nginx first in even ones; sets s1 s50 s99 and n1 n50 n99.
+pair() {
+  local who
+  for who in $( ((r % 2)) && echo "s n" || echo "n s"); do
+    local port=$SPORT; [ "$who" = n ] && port=$NPORT
+    read -r "${who}1" "${who}50" "${who}99" < <(wrk_run "http://127.0.0.1:$port$1" "$2" "$DURATION" "${3:-}")
+  done
+}
 for r in $(seq "$ROUNDS"); do
-  read -r s1 s50 s99 < <(wrk_run "http://127.0.0.1:$SPORT/item" 50)
-  read -r n1 n50 n99 < <(wrk_run "http://127.0.0.1:$NPORT/item" 50)
+  pair /item 50
   printf "%-6s %-14s %12s %9s %9s\n" "$r" "strata hit" "$s1" "$s50" "$s99" "$r" "nginx hit" "$n1" "$n50" "$n99"
   echo "$s1 $s99 $n1 $n99" >> "$work/hits"
+  pair /item 50 "$PACE_MS"
+  printf "%-6s %-14s %12s %9s %9s\n" "$r" "strata paced" "$s1" "$s50" "$s99" "$r" "nginx paced" "$n1" "$n50" "$n99"
+  echo "$s1 $s99 $n1 $n99" >> "$work/paced"
   read -r o1 o50 o99 < <(wrk_run "http://127.0.0.1:$OPORT/nocache/item" 10)
-  read -r s1 s50 s99 < <(wrk_run "http://127.0.0.1:$SPORT/nocache/item" 10)
-  read -r n1 n50 n99 < <(wrk_run "http://127.0.0.1:$NPORT/nocache/item" 10)
+  pair /nocache/item 10
   printf "%-6s %-14s %12s %9s %9s\n" "$r" "origin direct" "$o1" "$o50" "$o99" "$r" "strata pass" "$s1" "$s50" "$s99" "$r" "nginx pass" "$n1" "$n50" "$n99"
   echo "$o50 $s50 $n50 $s99 $n99 $s1 $n1" >> "$work/misses"
 done
-python3 - "$work/hits" "$work/misses" <<'PY'
+python3 - "$work/hits" "$work/misses" "$work/paced" "$PACE_MS" <<'PY'
 import statistics, sys
 med = statistics.median
 hits = [list(map(float, l.split())) for l in open(sys.argv[1])]
@@ -110,6 +126,12 @@ p99 = [sp / np for _, sp, _, np in hits]
 f = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
 print(f"hits   strata/nginx requests/s: median {med(rps):.2f}x (rounds: {f(rps)})")
 print(f"hits   strata/nginx p99:        median {med(p99):.2f}x (lower is better; rounds: {f(p99)})")
+paced = [list(map(float, l.split())) for l in open(sys.argv[3])]
+prps = [s / n for s, _, n, _ in paced]
+pp99 = [sp / np for _, sp, _, np in paced]
+print(f"paced  ({sys.argv[4]} ms between a response and the next request; same load if requests/s ~1.00x)")
+print(f"paced  strata/nginx requests/s: median {med(prps):.2f}x (rounds: {f(prps)})")
+print(f"paced  strata/nginx p99:        median {med(pp99):.2f}x (lower is better; rounds: {f(pp99)})")
 miss = [list(map(float, l.split())) for l in open(sys.argv[2])]
 # Each row: origin p50, strata p50, nginx p50, strata p99, nginx p99, strata rps, nginx rps.
 added = [(s - o) / max(n - o, 1e-3) for o, s, n, _, _, _, _ in miss]

@@ -51,9 +51,13 @@ wait_url() {
   echo "no answer from $1" >&2; return 1
 }
 
-# wrk_run URL [CONNECTIONS] [DURATION]: prints "rps p50_ms p99_ms"; fails on non-2xx.
+# wrk_run URL [CONNECTIONS] [DURATION] [PACE_MS]: prints "rps p50_ms p99_ms"; fails on
+# non-2xx. With PACE_MS, each connection waits that long between a response and its
+# next request (bench/paced.lua): a fixed load below saturation instead of a closed loop.
 wrk_run() {
-  wrk -t1 -c"${2:-50}" -d"${3:-$DURATION}" --latency "$1" | python3 -c '
+  local target=("$1")
+  if [ -n "${4:-}" ]; then target=(-s bench/paced.lua "$1" -- "$4"); fi
+  wrk -t1 -c"${2:-50}" -d"${3:-$DURATION}" --latency "${target[@]}" | python3 -c '
 import re, sys
 t = sys.stdin.read()
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
