@@ -2,7 +2,8 @@
 //!
 //! Workload (from issue 2): 2 threads, zipf(0.99) over 1M keys, capacity 100k
 //! entries, 100-byte values, get-then-insert-on-miss, measured in steady state.
-//! strata is bounded in bytes, so it gets the bytes 100k of these entries weigh.
+//! strata is bounded in bytes of memory, so it gets the budget under which it holds
+//! 100k of these entries (and its ghost list), read from its own stats.
 //! A fourth contender, quick_cache holding strata's key and entry types, splits the
 //! gap to raw quick_cache into what the data's shape costs and what strata's code does.
 //!
@@ -194,23 +195,52 @@ fn run(t: &dyn Target, keys: &[String], streams: &[Vec<u32>], value: &Bytes) -> 
     (start.elapsed(), hits)
 }
 
-fn targets(rt: &tokio::runtime::Runtime) -> Vec<Box<dyn Target>> {
-    // Weight of one strata entry: key ("user:NNNNNN", ~11 bytes) + value + overhead (96).
-    let strata_bytes = (CAPACITY * (11 + VALUE + 96)) as u64;
-    let cache = rt.block_on(
+fn strata_cache(rt: &tokio::runtime::Runtime, max_memory: u64) -> Cache {
+    rt.block_on(
         Cache::builder()
-            .max_memory(strata_bytes)
+            .max_memory(max_memory)
             .namespace("bench", Policy::new(Duration::from_secs(3600)))
             .build(),
+    )
+    .unwrap()
+}
+
+/// The `max_memory` under which strata holds as many of this workload's entries as
+/// the peers hold (CAPACITY). strata's budget covers its whole footprint: entries
+/// with their overhead, and the ghost list its eviction policy keeps; both are read
+/// from its own stats, so this follows the accounting in the memory tier.
+fn strata_budget(rt: &tokio::runtime::Runtime) -> u64 {
+    let probe = strata_cache(rt, 1 << 30);
+    let ns = probe.raw("bench").unwrap();
+    let set = ns.set(
+        "user:123456",
+        Bytes::from(vec![7u8; VALUE]),
+        SetOptions::default(),
     );
-    let ns = cache.unwrap().raw("bench").unwrap();
+    set.now_or_never().unwrap().unwrap();
+    let entry = probe.stats().l1_bytes;
+    let want = CAPACITY as u64 * entry;
+    // capacity(budget) = budget - ghost reserve(budget): a few fixed-point steps.
+    let mut budget = want;
+    for _ in 0..8 {
+        let capacity = strata_cache(rt, budget).stats().l1_capacity_bytes;
+        budget += want.saturating_sub(capacity);
+    }
+    budget
+}
+
+fn targets(rt: &tokio::runtime::Runtime) -> Vec<Box<dyn Target>> {
+    let strata_bytes = strata_budget(rt);
+    let ns = strata_cache(rt, strata_bytes).raw("bench").unwrap();
+    // The shaped contender: 100k entries by its own weigher, and the peers' ghost list.
+    let shaped_bytes = (CAPACITY * (11 + VALUE + 96)) as u64;
     vec![
         Box::new(Strata(ns)),
         Box::new(QuickCache(quick_cache::sync::Cache::new(CAPACITY))),
         Box::new(Moka(moka::sync::Cache::new(CAPACITY as u64))),
         Box::new(QcShaped(quick_cache::sync::Cache::with_weighter(
-            (strata_bytes / 256) as usize,
-            strata_bytes,
+            CAPACITY,
+            shaped_bytes,
             ShapedWeigher,
         ))),
     ]

@@ -208,7 +208,8 @@ impl Default for CacheBuilder {
 }
 
 impl CacheBuilder {
-    /// Bytes the memory tier may hold (default 256 MiB).
+    /// Memory the memory tier may take, entries and their bookkeeping together
+    /// (default 256 MiB).
     pub fn max_memory(mut self, bytes: u64) -> Self {
         self.max_memory = bytes;
         self

@@ -20,9 +20,47 @@ use crate::clock::{is_past, mono_ms};
 /// Most namespaces one cache can hold (ids index fixed arrays of counters).
 pub(crate) const MAX_NAMESPACES: usize = 1024;
 
-/// Bytes charged per entry on top of key and value: quick_cache's slot, our entry
-/// header and allocator slack, measured roughly; keeps `max_bytes` honest for small values.
-const ENTRY_OVERHEAD: u64 = 96;
+// What `max_bytes` has to cover, so that it bounds the process's memory and not just
+// a sum of key and value lengths (docs/decisions.md, "L1 memory that max_bytes
+// really bounds"). With an L1 of 64 MiB filled six times over, the charges below keep
+// the resident set's growth within 2-5% of `max_bytes`; the old flat 96 bytes per
+// entry let it reach 1.6x for 100-byte values. tests/memory_bound.rs checks it.
+
+/// One slot of quick_cache's slab: our key and entry, its per-entry state and list links.
+const SLOT_BYTES: u64 = (std::mem::size_of::<L1Key>() + std::mem::size_of::<L1Entry>() + 16) as u64;
+
+/// The slot's share of quick_cache's hash index (a 4-byte token and a control byte
+/// per bucket, buckets at most 7/8 full).
+const INDEX_BYTES: u64 = 8;
+
+/// Bytes the allocator hands out for a request of `n` bytes: an 8-byte header,
+/// rounded up to 16, at least 32 (glibc's malloc on 64-bit targets).
+const fn heap_block(n: u64) -> u64 {
+    let b = (n + 8 + 15) & !15;
+    if b < 32 {
+        32
+    } else {
+        b
+    }
+}
+
+/// The reference count `Bytes` allocates when a value built from a `Vec` is first
+/// cloned, as a write into L1 does.
+const SHARED_BYTES: u64 = heap_block(24);
+
+/// Keys up to this length live inside the slot (`CompactString`) and cost no more.
+const INLINE_KEY: usize = 24;
+
+/// Bytes charged per entry besides the heap blocks of its key and value.
+const ENTRY_OVERHEAD: u64 = SLOT_BYTES + INDEX_BYTES;
+
+/// What one ghost costs: quick_cache remembers a recently evicted key (so that a key
+/// that comes back soon is admitted to the main queue) in a whole slot of its own.
+const GHOST_BYTES: u64 = SLOT_BYTES + INDEX_BYTES;
+
+/// The entry the index and ghost list are sized for: a 100-byte value, an inline
+/// key, and half a ghost (quick_cache keeps ghosts for half of its estimated items).
+const TYPICAL_ENTRY: u64 = heap_block(100) + SHARED_BYTES + ENTRY_OVERHEAD + GHOST_BYTES / 2;
 
 /// Owned L1 key: namespace id and the cache key.
 ///
@@ -83,7 +121,16 @@ struct EntryWeigher;
 
 impl Weighter<L1Key, L1Entry> for EntryWeigher {
     fn weight(&self, key: &L1Key, val: &L1Entry) -> u64 {
-        key.key.len() as u64 + val.value.len() as u64 + ENTRY_OVERHEAD
+        // A key of up to INLINE_KEY bytes is inside the slot; a longer one is on the heap.
+        let key = match key.key.len() {
+            n if n > INLINE_KEY => heap_block(n as u64),
+            _ => 0,
+        };
+        let value = match val.value.len() as u64 {
+            0 => 0,
+            n => heap_block(n) + SHARED_BYTES,
+        };
+        key + value + ENTRY_OVERHEAD
     }
 }
 
@@ -151,12 +198,16 @@ impl MemoryTier {
         let lifecycle = EvictionCounter {
             hasher: DefaultHashBuilder::default(),
         };
-        // Size the index (and the ghost list, half as long) for ~200-byte entries: a
-        // 100-byte value with its key and overhead. quick_cache grows past it if needed.
-        let est_items = (max_bytes / 200).clamp(64, 1 << 26) as usize;
+        // Size the index and the ghost list (half as many) for typical entries;
+        // quick_cache grows the index past it if needed, but never the ghost list.
+        // The ghosts' slots come out of `max_bytes` (at most half of it, for tiny caches).
+        let est_items = (max_bytes / TYPICAL_ENTRY).clamp(64, 1 << 26) as usize;
+        let ghosts = est_items as u64 / 2;
+        let capacity = max_bytes - (ghosts * GHOST_BYTES).min(max_bytes / 2);
         let options = OptionsBuilder::new()
             .estimated_items_capacity(est_items)
-            .weight_capacity(max_bytes.max(1))
+            .ghost_allocation(0.5)
+            .weight_capacity(capacity.max(1))
             .build()
             .expect("valid quick_cache options");
         let cache = QCache::with_options(
@@ -169,7 +220,7 @@ impl MemoryTier {
             cache: Arc::new(cache),
             evictions,
             lifecycle,
-            capacity: max_bytes,
+            capacity,
         }
     }
 

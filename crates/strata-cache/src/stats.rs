@@ -207,7 +207,8 @@ pub struct CacheStats {
     pub l2_up: Option<bool>,
     /// Bytes held in L1 across namespaces.
     pub l1_bytes: u64,
-    /// L1 capacity, bytes.
+    /// Bytes L1 entries may weigh in all: the configured maximum less what the
+    /// eviction policy's memory of recently evicted keys takes.
     pub l1_capacity_bytes: u64,
     /// Invalidation messages received from other instances.
     pub invalidation_messages_received: u64,

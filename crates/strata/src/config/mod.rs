@@ -109,7 +109,8 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryConfig {
-    /// Bytes the memory tier may hold (default 256 MiB).
+    /// Memory the memory tier may take, entries and their bookkeeping together
+    /// (default 256 MiB).
     pub max_bytes: Option<Size>,
 }
 
