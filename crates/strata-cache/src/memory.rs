@@ -58,9 +58,16 @@ const ENTRY_OVERHEAD: u64 = SLOT_BYTES + INDEX_BYTES;
 /// that comes back soon is admitted to the main queue) in a whole slot of its own.
 const GHOST_BYTES: u64 = SLOT_BYTES + INDEX_BYTES;
 
+/// Ghosts kept per estimated item (quick_cache's default, set explicitly because the
+/// reserve for them below is computed from it).
+const GHOST_ALLOCATION: f64 = 0.5;
+
 /// The entry the index and ghost list are sized for: a 100-byte value, an inline
-/// key, and half a ghost (quick_cache keeps ghosts for half of its estimated items).
-const TYPICAL_ENTRY: u64 = heap_block(100) + SHARED_BYTES + ENTRY_OVERHEAD + GHOST_BYTES / 2;
+/// key, and its share of ghosts.
+const TYPICAL_ENTRY: u64 = heap_block(100)
+    + SHARED_BYTES
+    + ENTRY_OVERHEAD
+    + (GHOST_BYTES as f64 * GHOST_ALLOCATION) as u64;
 
 /// Owned L1 key: namespace id and the cache key.
 ///
@@ -198,15 +205,15 @@ impl MemoryTier {
         let lifecycle = EvictionCounter {
             hasher: DefaultHashBuilder::default(),
         };
-        // Size the index and the ghost list (half as many) for typical entries;
+        // Size the index and the ghost list for typical entries;
         // quick_cache grows the index past it if needed, but never the ghost list.
         // The ghosts' slots come out of `max_bytes` (at most half of it, for tiny caches).
         let est_items = (max_bytes / TYPICAL_ENTRY).clamp(64, 1 << 26) as usize;
-        let ghosts = est_items as u64 / 2;
+        let ghosts = (est_items as f64 * GHOST_ALLOCATION) as u64;
         let capacity = max_bytes - (ghosts * GHOST_BYTES).min(max_bytes / 2);
         let options = OptionsBuilder::new()
             .estimated_items_capacity(est_items)
-            .ghost_allocation(0.5)
+            .ghost_allocation(GHOST_ALLOCATION)
             .weight_capacity(capacity.max(1))
             .build()
             .expect("valid quick_cache options");
