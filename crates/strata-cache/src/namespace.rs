@@ -122,6 +122,12 @@ impl RawNamespace {
     }
 
     /// Writes bytes.
+    ///
+    /// The memory tier keeps the `Bytes` it is given and charges its length. A value
+    /// that is a slice of a larger buffer (a request body is a slice of the server's
+    /// read buffer) keeps that whole buffer alive outside `max_memory`: pass such
+    /// values as a buffer of their own, `Bytes::copy_from_slice(&body)`. The same
+    /// holds for [`RawNamespace::set_encoded`].
     pub async fn set(&self, key: &str, value: Bytes, opts: SetOptions) -> Result<()> {
         self.cache
             .inner

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{client, error_code, get_json, post_json, Strata};
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -481,4 +482,53 @@ async fn metrics_are_valid_and_named_as_documented() {
         .unwrap();
     assert!(r.text().await.unwrap().ends_with("# EOF\n"));
     common::promtool_check_metrics(&text);
+}
+
+/// Resident set of a process, bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+/// A PUT body is a slice of the connection's read buffer; stored as is, each small
+/// value kept a whole buffer alive outside `max_bytes` (16x and more). Filling the
+/// memory tier over must grow the server by about its budget.
+#[tokio::test]
+async fn put_values_stay_within_max_bytes() {
+    const BUDGET: u64 = 6 << 20;
+    let s = Strata::start("[memory]\nmax_bytes = \"6MiB\"\n");
+    let c = client();
+    let put = |i: usize| {
+        c.put(s.url(&format!("/v1/cache/m/user:{i}")))
+            .body(vec![b'x'; 100])
+            .send()
+    };
+    // Warm up connections, buffers and per-namespace state before the baseline.
+    for i in 0..200 {
+        assert_eq!(put(i).await.unwrap().status(), 204);
+    }
+    let base = rss_bytes(s.pid());
+    let puts = futures::stream::iter(0..40_000).map(|i| async move {
+        assert_eq!(put(i).await.unwrap().status(), 204);
+    });
+    puts.buffer_unordered(8).collect::<Vec<()>>().await;
+    let stats = get_json(&c, &s.url("/v1/stats")).await;
+    assert!(
+        stats["namespaces"]["m"]["l1"]["evictions"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "the memory tier filled: {stats}"
+    );
+    let growth = rss_bytes(s.pid()).saturating_sub(base);
+    assert!(
+        growth <= 2 * BUDGET,
+        "server grew {growth} bytes for max_bytes {BUDGET}"
+    );
 }

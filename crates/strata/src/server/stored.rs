@@ -19,11 +19,18 @@ const OCTET: &str = "application/octet-stream";
 
 /// Packs a body and its Content-Type into (payload, codec id). The Content-Type must
 /// be at most [`MAX_CONTENT_TYPE`] bytes.
+///
+/// The payload is always a buffer of its own. A request body is a slice of the
+/// connection's read buffer, and the memory tier would keep that whole buffer alive
+/// for as long as it holds the value, outside its `max_bytes` (measured: 100-byte
+/// values PUT into a 16 MiB memory tier grew the process by 259 MiB, and by 15 MiB
+/// with the copy).
 pub fn pack(content_type: Option<&str>, body: Bytes) -> (Bytes, u8) {
+    let own = |b: Bytes| Bytes::copy_from_slice(&b);
     match content_type {
-        None | Some(OCTET) => (body, CODEC_RAW),
-        Some("application/json") => (body, Format::Json.id()),
-        Some("application/msgpack") => (body, Format::MessagePack.id()),
+        None | Some(OCTET) => (own(body), CODEC_RAW),
+        Some("application/json") => (own(body), Format::Json.id()),
+        Some("application/msgpack") => (own(body), Format::MessagePack.id()),
         Some(ct) => {
             let mut b = BytesMut::with_capacity(1 + ct.len() + body.len());
             b.put_u8(ct.len() as u8);
