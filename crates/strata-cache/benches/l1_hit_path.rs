@@ -93,8 +93,8 @@ impl Target for Strata {
 }
 
 /// quick_cache holding what strata's memory tier holds: a (namespace id, inline key)
-/// key, a 64-byte entry beside the value, weighed in bytes, the index sized as strata
-/// sizes it. Not a peer: it marks how much of the gap to raw quick_cache is the data's
+/// key, a 64-byte entry beside the value, weighed in bytes, sized for 100k entries as
+/// the peers are. Not a peer: it marks how much of the gap to raw quick_cache is the data's
 /// shape, and so how much is strata's own code (expiry, epochs, stats, the API).
 struct QcShaped(quick_cache::sync::Cache<ShapedKey, ShapedEntry, ShapedWeigher>);
 
