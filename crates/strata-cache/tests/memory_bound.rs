@@ -14,14 +14,7 @@ const MAX_MEMORY: u64 = 32 << 20;
 const CHILD_ENV: &str = "STRATA_MEMORY_BOUND_VALUE_LEN";
 
 fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib * 1024
+    strata_testkit::resident_bytes(std::process::id())
 }
 
 /// The child: fills a memory-only cache three times over with distinct values of

@@ -25,6 +25,24 @@ use tempfile::TempDir;
 mod postgres;
 pub use postgres::{Postgres, MD5_USER, SCRAM_USER};
 
+/// Resident set size of a process, in bytes, from `/proc/{pid}/status` (Linux).
+/// For tests that check what a process really holds in memory.
+///
+/// ```
+/// let rss = strata_testkit::resident_bytes(std::process::id());
+/// assert!(rss > 0);
+/// ```
+pub fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("procfs");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
 /// Why a service could not be started.
 #[derive(Debug)]
 pub struct TestkitError(pub String);

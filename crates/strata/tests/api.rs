@@ -484,18 +484,6 @@ async fn metrics_are_valid_and_named_as_documented() {
     common::promtool_check_metrics(&text);
 }
 
-/// Resident set of a process, bytes.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
-    kib * 1024
-}
-
 /// A PUT body is a slice of the connection's read buffer; stored as is, each small
 /// value kept a whole buffer alive outside `max_bytes` (16x and more). Filling the
 /// memory tier over must grow the server by about its budget.
@@ -513,7 +501,7 @@ async fn put_values_stay_within_max_bytes() {
     for i in 0..200 {
         assert_eq!(put(i).await.unwrap().status(), 204);
     }
-    let base = rss_bytes(s.pid());
+    let base = strata_testkit::resident_bytes(s.pid());
     let puts = futures::stream::iter(0..40_000).map(|i| async move {
         assert_eq!(put(i).await.unwrap().status(), 204);
     });
@@ -526,7 +514,7 @@ async fn put_values_stay_within_max_bytes() {
             > 0,
         "the memory tier filled: {stats}"
     );
-    let growth = rss_bytes(s.pid()).saturating_sub(base);
+    let growth = strata_testkit::resident_bytes(s.pid()).saturating_sub(base);
     assert!(
         growth <= 2 * BUDGET,
         "server grew {growth} bytes for max_bytes {BUDGET}"
