@@ -16,7 +16,7 @@
 //! assert_eq!(back.body(Encoding::Identity).unwrap(), &b"hello"[..]);
 //! ```
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::compress::Encoding;
@@ -90,10 +90,11 @@ impl Entry {
             || self.headers.contains_key(http::header::LAST_MODIFIED)
     }
 
-    /// Serializes the entry.
+    /// Serializes the entry into a buffer of exactly its length: the memory tier
+    /// charges an entry its length, so spare capacity would be memory it cannot see.
     pub fn encode(&self) -> Bytes {
         let body_len: usize = self.bodies.iter().map(|(_, b)| b.len()).sum();
-        let mut out = BytesMut::with_capacity(256 + body_len);
+        let mut out = Vec::with_capacity(256 + body_len);
         out.put_slice(MAGIC);
         out.put_u16(self.status.as_u16());
         let t = &self.timing;
@@ -126,7 +127,9 @@ impl Entry {
             out.put_u8(*enc as u8);
             put_bytes32(&mut out, body);
         }
-        out.freeze()
+        // In place with glibc's realloc; a no-op when the estimate was exact.
+        out.shrink_to_fit();
+        Bytes::from(out)
     }
 
     /// Parses stored bytes; header values and bodies share `bytes`' buffer.
@@ -197,7 +200,7 @@ impl Entry {
     }
 }
 
-fn put_bytes8(out: &mut BytesMut, b: &[u8]) {
+fn put_bytes8(out: &mut Vec<u8>, b: &[u8]) {
     // Header names are at most 255 bytes here: longer ones never reach storage
     // (hyper refuses them and we only store names we received).
     let b = &b[..b.len().min(255)];
@@ -205,7 +208,7 @@ fn put_bytes8(out: &mut BytesMut, b: &[u8]) {
     out.put_slice(b);
 }
 
-fn put_bytes32(out: &mut BytesMut, b: &[u8]) {
+fn put_bytes32(out: &mut Vec<u8>, b: &[u8]) {
     out.put_u32(b.len() as u32);
     out.put_slice(b);
 }
@@ -315,6 +318,20 @@ mod tests {
         assert_eq!(d.vary, e.vary);
         assert_eq!(d.tags, e.tags);
         assert_eq!(d.bodies, e.bodies);
+    }
+
+    #[test]
+    fn encoded_buffer_has_no_spare_capacity() {
+        // Headers under and over the initial estimate of 256 bytes.
+        let mut big = sample();
+        big.headers
+            .insert("x-long", "v".repeat(1000).parse().unwrap());
+        for e in [sample(), big] {
+            let bytes = e.encode();
+            let len = bytes.len();
+            let owned = bytes.try_into_mut().expect("the only reference");
+            assert_eq!(owned.capacity(), len);
+        }
     }
 
     #[test]
