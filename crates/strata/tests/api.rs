@@ -490,7 +490,7 @@ async fn metrics_are_valid_and_named_as_documented() {
 #[tokio::test]
 async fn put_values_stay_within_max_bytes() {
     const BUDGET: u64 = 6 << 20;
-    let s = Strata::start("[memory]\nmax_bytes = \"6MiB\"\n");
+    let s = Strata::start(&format!("[memory]\nmax_bytes = {BUDGET}\n"));
     let c = client();
     let put = |i: usize| {
         c.put(s.url(&format!("/v1/cache/m/user:{i}")))
