@@ -17,13 +17,19 @@
 #           saturation and their tails compare at equal throughput;
 #   misses: wrk -t1 -c10 on a route neither caches (strata `cache = false`,
 #           nginx plain proxy_pass), plus the origin directly, to get the
-#           latency each proxy adds.
+#           latency each proxy adds: closed loop (at saturation, where p50 is
+#           mostly queueing behind CPU), then paced with MISS_PACE_MS (default 1)
+#           between requests, so the three serve the same load and the p50
+#           difference is the latency the proxy itself adds. During the paced
+#           runs the script also reads each proxy's and the origin's CPU ticks
+#           (/proc) and prints CPU per request, user and system.
 # Needs wrk and nginx (Debian: wrk nginx); installs them if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10s}
 ROUNDS=${2:-3}
 PACE_MS=${PACE_MS:-3}
+MISS_PACE_MS=${MISS_PACE_MS:-1}
 . bench/lib.sh
 need wrk:wrk nginx:nginx curl:curl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -95,14 +101,20 @@ for u in "$SPORT/item" "$NPORT/item" "$SPORT/nocache/item" "$NPORT/nocache/item"
   wrk -t1 -c50 -d2s "http://127.0.0.1:$u" >/dev/null
 done
 printf "%-6s %-14s %12s %9s %9s\n" round target "requests/s" "p50 ms" "p99 ms"
-: > "$work/hits"; : > "$work/paced"; : > "$work/misses"
+: > "$work/hits"; : > "$work/paced"; : > "$work/misses"; : > "$work/pmisses"; : > "$work/cpu"
 # pair PATH CONNECTIONS [PACE_MS]: one wrk run on strata and one on nginx, strata
-# first in odd rounds and nginx first in even ones; sets s1 s50 s99 and n1 n50 n99.
+# first in odd rounds and nginx first in even ones; sets s1 s50 s99 and n1 n50 n99,
+# and scpu / ncpu: "user_ticks system_ticks origin_ticks" each proxy and the origin
+# used during its run.
 pair() {
   local who
   for who in $( ((r % 2)) && echo "s n" || echo "n s"); do
-    local port=$SPORT; [ "$who" = n ] && port=$NPORT
+    local port=$SPORT pid u0 s0 u1 s1_ ou0 os0 ou1 os1; [ "$who" = n ] && port=$NPORT
+    pid=$(cat "$work/$([ "$who" = n ] && echo nginx || echo strata).pid")
+    read -r u0 s0 < <(tree_ticks "$pid"); read -r ou0 os0 < <(tree_ticks "$(cat "$work/origin.pid")")
     read -r "${who}1" "${who}50" "${who}99" < <(wrk_run "http://127.0.0.1:$port$1" "$2" "$DURATION" "${3:-}")
+    read -r u1 s1_ < <(tree_ticks "$pid"); read -r ou1 os1 < <(tree_ticks "$(cat "$work/origin.pid")")
+    printf -v "${who}cpu" "%s %s %s" $((u1 - u0)) $((s1_ - s0)) $((ou1 + os1 - ou0 - os0))
   done
 }
 for r in $(seq "$ROUNDS"); do
@@ -116,8 +128,13 @@ for r in $(seq "$ROUNDS"); do
   pair /nocache/item 10
   printf "%-6s %-14s %12s %9s %9s\n" "$r" "origin direct" "$o1" "$o50" "$o99" "$r" "strata pass" "$s1" "$s50" "$s99" "$r" "nginx pass" "$n1" "$n50" "$n99"
   echo "$o50 $s50 $n50 $s99 $n99 $s1 $n1" >> "$work/misses"
+  read -r o1 o50 o99 < <(wrk_run "http://127.0.0.1:$OPORT/nocache/item" 10 "$DURATION" "$MISS_PACE_MS")
+  pair /nocache/item 10 "$MISS_PACE_MS"
+  printf "%-6s %-14s %12s %9s %9s\n" "$r" "origin paced" "$o1" "$o50" "$o99" "$r" "strata pass p" "$s1" "$s50" "$s99" "$r" "nginx pass p" "$n1" "$n50" "$n99"
+  echo "$o50 $s50 $n50 $s99 $n99 $s1 $n1" >> "$work/pmisses"
+  echo "$s1 $scpu $n1 $ncpu" >> "$work/cpu"
 done
-python3 - "$work/hits" "$work/misses" "$work/paced" "$PACE_MS" <<'PY'
+python3 - "$work/hits" "$work/misses" "$work/paced" "$PACE_MS" "$work/pmisses" "$MISS_PACE_MS" "$work/cpu" "${DURATION%s}" <<'PY'
 import statistics, sys
 med = statistics.median
 hits = [list(map(float, l.split())) for l in open(sys.argv[1])]
@@ -132,14 +149,34 @@ pp99 = [sp / np for _, sp, _, np in paced]
 print(f"paced  ({sys.argv[4]} ms between a response and the next request; same load if requests/s ~1.00x)")
 print(f"paced  strata/nginx requests/s: median {med(prps):.2f}x (rounds: {f(prps)})")
 print(f"paced  strata/nginx p99:        median {med(pp99):.2f}x (lower is better; rounds: {f(pp99)})")
-miss = [list(map(float, l.split())) for l in open(sys.argv[2])]
-# Each row: origin p50, strata p50, nginx p50, strata p99, nginx p99, strata rps, nginx rps.
-added = [(s - o) / max(n - o, 1e-3) for o, s, n, _, _, _, _ in miss]
-p50 = [s / n for _, s, n, _, _, _, _ in miss]
-mp99 = [s / n for _, _, _, s, n, _, _ in miss]
-mrps = [s / n for _, _, _, _, _, s, n in miss]
-print(f"misses strata/nginx p50:        median {med(p50):.2f}x (rounds: {f(p50)})")
-print(f"misses strata/nginx p50 added over the origin's: median {med(added):.2f}x (rounds: {f(added)})")
-print(f"misses strata/nginx p99:        median {med(mp99):.2f}x (rounds: {f(mp99)})")
-print(f"misses strata/nginx requests/s: median {med(mrps):.2f}x (rounds: {f(mrps)})")
+def misses(label, path):
+    miss = [list(map(float, l.split())) for l in open(path)]
+    # Each row: origin p50, strata p50, nginx p50, strata p99, nginx p99, strata rps, nginx rps.
+    added = [(s - o) / max(n - o, 1e-3) for o, s, n, _, _, _, _ in miss]
+    p50 = [s / n for _, s, n, _, _, _, _ in miss]
+    mp99 = [s / n for _, _, _, s, n, _, _ in miss]
+    mrps = [s / n for _, _, _, _, _, s, n in miss]
+    us = lambda i: ", ".join(f"{(r[i] - r[0]) * 1000:.0f}" for r in miss)
+    print(f"{label} strata/nginx p50:        median {med(p50):.2f}x (rounds: {f(p50)})")
+    print(f"{label} strata/nginx p50 added over the origin's: median {med(added):.2f}x (rounds: {f(added)})")
+    print(f"{label}   added p50 in us, strata: {us(1)}; nginx: {us(2)}")
+    print(f"{label} strata/nginx p99:        median {med(mp99):.2f}x (rounds: {f(mp99)})")
+    print(f"{label} strata/nginx requests/s: median {med(mrps):.2f}x (rounds: {f(mrps)})")
+misses("misses", sys.argv[2])
+print(f"paced misses ({sys.argv[6]} ms between a response and the next request)")
+misses("pmiss ", sys.argv[5])
+# CPU per request during the paced misses: ticks are 1/100 s; requests = rps x seconds.
+# The machine's speed drifts between runs, so each proxy's CPU is also shown divided
+# by the origin's in the same run (the same nginx serving the same requests).
+cpu = [list(map(float, l.split())) for l in open(sys.argv[7])]
+secs = float(sys.argv[8])
+us = lambda ticks, rps: ticks * 1e4 / (rps * secs)
+rows = [(us(su, sr), us(ss, sr), us(so, sr), us(nu, nr), us(ns, nr), us(no, nr))
+        for sr, su, ss, so, nr, nu, ns, no in cpu]
+print("paced misses, CPU per request (us): strata user/system, nginx user/system, per round")
+print("       " + "; ".join(f"{a:.1f}/{b:.1f} vs {d:.1f}/{e:.1f}" for a, b, _, d, e, _ in rows))
+print(f"pmiss  strata/nginx user CPU per request:  median {med([a / d for a, _, _, d, _, _ in rows]):.2f}x")
+print(f"pmiss  strata/nginx total CPU per request: median {med([(a + b) / (d + e) for a, b, _, d, e, _ in rows]):.2f}x")
+print(f"pmiss  strata user CPU / origin CPU: median {med([a / c for a, _, c, _, _, _ in rows]):.2f}"
+      f" (nginx: {med([d / f for _, _, _, d, _, f in rows]):.2f})")
 PY

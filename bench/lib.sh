@@ -43,6 +43,15 @@ show_groups() {
 # CPU ticks (user + system, 1/100 s) a process has used so far, from /proc.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# "user system" CPU ticks the given processes and their children have used so far
+# (a process that has exited since counts 0).
+tree_ticks() {
+  local pids=() p
+  for p in "$@"; do pids+=("$p" $(pgrep -P "$p" || true)); done
+  for p in "${pids[@]}"; do cat "/proc/$p/stat" 2>/dev/null || true; done |
+    awk '{u += $14; s += $15} END {print u + 0, s + 0}'
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Waits until a URL answers 2xx (10 s).

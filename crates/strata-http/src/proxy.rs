@@ -15,7 +15,6 @@
 //! ```
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -98,6 +97,16 @@ pub enum HttpError {
     #[error("cache: {0}")]
     Cache(#[from] strata_cache::CacheError),
 }
+
+// Names of the fields every proxied request or response gets, made once: a
+// `&str` name is parsed and classified on each use.
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+static X_PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
+static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static SURROGATE_CAPABILITY: HeaderName = HeaderName::from_static("surrogate-capability");
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) and the legacy ones proxies also drop.
 const HOP_BY_HOP: &[&str] = &[
@@ -454,25 +463,30 @@ impl HttpCache {
         let (route, mut res) = self.inner.clone().dispatch(req, &mut ctx).await;
         let took = started.elapsed();
         let h = res.headers_mut();
-        h.insert("x-cache", HeaderValue::from_static(ctx.status.as_str()));
+        h.insert(
+            X_CACHE.clone(),
+            HeaderValue::from_static(ctx.status.as_str()),
+        );
         // Integer formatting: float formatting with fixed decimals cost ~5% of a
-        // proxied request's CPU (perf, docs/decisions.md).
+        // proxied request's CPU, and `write!` with integers still ~2% (perf,
+        // docs/decisions.md).
         let mut text = String::with_capacity(96);
-        let us = took.as_micros();
-        let _ = write!(text, "{}.{:06}", us / 1_000_000, us % 1_000_000);
+        let us = micros(took);
+        push_decimal(&mut text, us, 6);
         if let Ok(v) = HeaderValue::from_str(&text) {
-            h.insert("x-process-time", v);
+            h.insert(X_PROCESS_TIME.clone(), v);
         }
         text.clear();
         text.push_str("cache;desc=");
         text.push_str(ctx.status.as_str());
         if let Some(o) = ctx.origin {
-            let us = o.as_micros();
-            let _ = write!(text, ", origin;dur={}.{:03}", us / 1000, us % 1000);
+            text.push_str(", origin;dur=");
+            push_decimal(&mut text, micros(o), 3);
         }
-        let _ = write!(text, ", total;dur={}.{:03}", us / 1000, us % 1000);
+        text.push_str(", total;dur=");
+        push_decimal(&mut text, us, 3);
         if let Ok(v) = HeaderValue::from_str(&text) {
-            h.append("server-timing", v);
+            h.append(SERVER_TIMING.clone(), v);
         }
         self.inner.routes[route]
             .metrics
@@ -620,9 +634,8 @@ impl Inner {
             .headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
-        let Some(host) = host_raw.as_deref().and_then(key::normalize_host) else {
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+        let Some(host) = host_raw.and_then(key::normalize_host) else {
             ctx.status = CacheStatus::Bypass;
             return (
                 default_route,
@@ -1050,9 +1063,7 @@ impl Inner {
         tags.sort();
         tags.dedup();
         strip_hop_by_hop(&mut headers);
-        for f in TAG_FIELDS {
-            headers.remove(*f);
-        }
+        strip(&mut headers, |n| TAG_FIELDS.contains(&n));
         headers.remove(header::SET_COOKIE);
         // Age is recomputed on every use from the stored timing.
         headers.remove(header::AGE);
@@ -1269,7 +1280,12 @@ impl Inner {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             return res;
         }
-        let body = Body::new(http_body_util::Limited::new(body, limit));
+        // A bodiless request (most of them) needs no limit, nor its allocation.
+        let body = if http_body::Body::is_end_stream(&body) {
+            Body::empty()
+        } else {
+            Body::new(http_body_util::Limited::new(body, limit))
+        };
         let req = self.origin_request(head, body, false);
         let sent = Instant::now();
         let result = self.upstream.send(req).await;
@@ -1343,12 +1359,12 @@ impl Inner {
             h.insert(header::HOST, host);
         }
         if let Ok(v) = HeaderValue::from_str(&head.host) {
-            h.insert("x-forwarded-host", v);
+            h.insert(X_FORWARDED_HOST.clone(), v);
         }
-        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         match (&head.peer_ip, head.peer, forwarded_for.is_empty()) {
             (Some(ip), _, true) => {
-                h.insert("x-forwarded-for", ip.clone());
+                h.insert(X_FORWARDED_FOR.clone(), ip.clone());
             }
             (ip, Some(peer), _) => {
                 let mut xff = forwarded_for
@@ -1364,7 +1380,7 @@ impl Inner {
                     None => xff.push_str(&peer.ip().to_string()),
                 }
                 if let Ok(v) = HeaderValue::from_str(&xff) {
-                    h.insert("x-forwarded-for", v);
+                    h.insert(X_FORWARDED_FOR.clone(), v);
                 }
             }
             _ => {}
@@ -1372,7 +1388,7 @@ impl Inner {
         h.append(header::VIA, HeaderValue::from_static("1.1 strata"));
         // Origins may target `Surrogate-Control` directives at us by this token.
         h.append(
-            "surrogate-capability",
+            SURROGATE_CAPABILITY.clone(),
             HeaderValue::from_static("strata=\"Surrogate/1.0\""),
         );
         let mut req = Request::new(body);
@@ -1381,6 +1397,26 @@ impl Inner {
         *req.headers_mut() = h;
         req
     }
+}
+
+/// A duration in whole microseconds (saturating; a request never takes 584,000
+/// years).
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Appends `n / 10^decimals` written with exactly `decimals` decimals
+/// (`1234, 3` → `1.234`, `5, 3` → `0.005`).
+fn push_decimal(s: &mut String, n: u64, decimals: u32) {
+    let scale = 10u64.pow(decimals);
+    let mut digits = itoa::Buffer::new();
+    s.push_str(digits.format(n / scale));
+    s.push('.');
+    let frac = digits.format(n % scale);
+    for _ in frac.len()..decimals as usize {
+        s.push('0');
+    }
+    s.push_str(frac);
 }
 
 /// A selecting field's value as `Vary` matching compares it (RFC 9111 §4.1): all
@@ -1411,19 +1447,27 @@ fn connection_listed(h: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    for name in connection_listed(h) {
-        h.remove(name.as_str());
-    }
-    for name in HOP_BY_HOP {
-        h.remove(*name);
+/// Removes every field whose name `doomed` selects, in one pass over the names
+/// present. Most responses carry none of the fields a proxy drops, and a
+/// `remove` per candidate name parsed and hashed each of them: ~5% of a proxied
+/// request's user CPU (perf, docs/decisions.md).
+fn strip(h: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
+    // No allocation when nothing matches, the common case.
+    let gone: Vec<HeaderName> = h.keys().filter(|n| doomed(n.as_str())).cloned().collect();
+    for name in gone {
+        h.remove(name);
     }
 }
 
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed = connection_listed(h);
+    strip(h, |n| {
+        HOP_BY_HOP.contains(&n) || listed.iter().any(|l| l == n)
+    });
+}
+
 fn strip_cache_only(h: &mut HeaderMap) {
-    for name in CACHE_ONLY {
-        h.remove(*name);
-    }
+    strip(h, |n| CACHE_ONLY.contains(&n));
 }
 
 fn add_vary(h: &mut HeaderMap, field: &str) {
@@ -1571,6 +1615,25 @@ mod tests {
         );
         assert_eq!(split_url("http://h"), (Some("h".into()), "/".into()));
         assert_eq!(split_url("/a"), (None, "/a".into()));
+    }
+
+    #[test]
+    fn decimals_are_fixed_width() {
+        let cases = [
+            (0, 3, "0.000"),
+            (5, 3, "0.005"),
+            (1234, 3, "1.234"),
+            (1_000, 3, "1.000"),
+            (1_234_567, 6, "1.234567"),
+            (42, 6, "0.000042"),
+            (u64::MAX, 6, "18446744073709.551615"),
+        ];
+        for (n, d, want) in cases {
+            let mut s = String::from("x=");
+            push_decimal(&mut s, n, d);
+            assert_eq!(s, format!("x={want}"), "{n} with {d} decimals");
+        }
+        assert_eq!(micros(Duration::from_nanos(1_999)), 1);
     }
 
     #[test]

@@ -28,7 +28,9 @@ fn http1_builder(proxy: &HttpCache) -> http1::Builder {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(proxy.config().header_timeout())
-        .max_headers(100)
+        // Not `.max_headers(100)`: that is hyper's default limit anyway, and setting
+        // it explicitly makes every parse fill a 100-slot array of its own (hyper
+        // 1.x, `smallvec!` with a count) instead of using uninitialised stack.
         .max_buf_size(64 * 1024);
     http
 }
@@ -118,6 +120,7 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let http = http1_builder(&proxy);
+    let _tick = TimerTick::start(tick_period(&proxy));
     let max = proxy.config().max_connections();
     accept_loop(listener, max, shutdown, |stream, peer, permit| {
         spawn_connection(&http, &graceful, &proxy, stream, peer, permit)
@@ -184,6 +187,7 @@ pub async fn serve_on_workers(
 async fn worker(mut rx: mpsc::UnboundedReceiver<Handoff>, proxy: HttpCache, drain: Duration) {
     let graceful = GracefulShutdown::new();
     let http = http1_builder(&proxy);
+    let _tick = TimerTick::start(tick_period(&proxy));
     while let Some((std, peer, permit)) = rx.recv().await {
         match TcpStream::from_std(std) {
             Ok(stream) => spawn_connection(&http, &graceful, &proxy, stream, peer, permit),
@@ -196,4 +200,44 @@ async fn worker(mut rx: mpsc::UnboundedReceiver<Handoff>, proxy: HttpCache, drai
     {
         tracing::warn!("proxy drain deadline passed; closing remaining connections");
     }
+}
+
+/// A timer that fires every `period` on the current runtime until dropped, so the
+/// runtime's next planned timer wake-up is never more than `period` away.
+///
+/// Why: tokio wakes its own I/O driver (an eventfd write, then one more
+/// `epoll_wait` return) whenever a timer is registered that expires before the
+/// wake-up the driver planned when it last parked. On the pass-through path a
+/// worker parks while the only timers are the origin response timeouts (30 s);
+/// when the responses are relayed, hyper arms each connection's header timeout
+/// (10 s) for its next request, earlier than that: one self-wake per request
+/// (`strace -k`: `Sleep::poll` → `reregister` → `Waker::wake`). With a tick
+/// nearer than any per-request timeout, a new timer never comes first.
+struct TimerTick(tokio::task::AbortHandle);
+
+impl TimerTick {
+    fn start(period: Duration) -> TimerTick {
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+            }
+        });
+        TimerTick(task.abort_handle())
+    }
+}
+
+impl Drop for TimerTick {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Half the shortest per-request timeout, at most 1 s (1 wake-up a second per
+/// worker), at least 1 ms.
+fn tick_period(proxy: &HttpCache) -> Duration {
+    let cfg = proxy.config();
+    let shortest = cfg.header_timeout().min(cfg.response_timeout());
+    (shortest / 2).clamp(Duration::from_millis(1), Duration::from_secs(1))
 }

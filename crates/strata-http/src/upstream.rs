@@ -150,15 +150,21 @@ impl Upstream {
 
     /// The origin URI for a request's path and query.
     pub fn uri_for(&self, pq: Option<&PathAndQuery>) -> Uri {
-        let pq = pq.map_or("/", |p| p.as_str());
-        let full = format!("{}{}", self.base_path, pq);
-        Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.authority.clone())
-            .path_and_query(full)
-            .build()
-            // The parts came from a parsed URI and a parsed path: always valid.
-            .unwrap_or_else(|_| Uri::from_static("http://invalid/"))
+        let pq = match pq {
+            // The common case, no base path: the parsed path is shared, not reparsed.
+            Some(pq) if self.base_path.is_empty() => pq.clone(),
+            _ => {
+                let pq = pq.map_or("/", |p| p.as_str());
+                // A parsed base path followed by a parsed path: always valid.
+                PathAndQuery::try_from(format!("{}{}", self.base_path, pq))
+                    .unwrap_or_else(|_| PathAndQuery::from_static("/"))
+            }
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://invalid/"))
     }
 
     /// Sends a request; the response timeout bounds the wait for its head.
@@ -354,4 +360,30 @@ pub fn chain(head: Bytes, tail: Body) -> Body {
     let first = futures::stream::once(async move { Ok::<_, axum::Error>(head) });
     let rest = tail.into_data_stream();
     Body::from_stream(first.chain(rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_uris_keep_the_base_path_and_the_query() {
+        let t = Duration::from_secs(1);
+        let pq = |s: &str| s.parse::<PathAndQuery>().unwrap();
+        let bare = Upstream::new("http://127.0.0.1:8000", t, t).unwrap();
+        let based = Upstream::new("http://api.local:81/v2/", t, t).unwrap();
+        let cases = [
+            (
+                &bare,
+                Some(pq("/a/b?x=1&y")),
+                "http://127.0.0.1:8000/a/b?x=1&y",
+            ),
+            (&bare, None, "http://127.0.0.1:8000/"),
+            (&based, Some(pq("/a?x=1")), "http://api.local:81/v2/a?x=1"),
+            (&based, None, "http://api.local:81/v2/"),
+        ];
+        for (u, path, want) in cases {
+            assert_eq!(u.uri_for(path.as_ref()).to_string(), want);
+        }
+    }
 }

@@ -723,6 +723,33 @@ async fn a_client_too_slow_to_send_its_headers_is_disconnected() {
 }
 
 #[tokio::test]
+async fn a_request_with_more_than_100_header_fields_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start().await;
+    let proxy = Proxy::start(&origin, "").await;
+    let send = |fields: usize| async move {
+        let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let mut req = String::from("GET /fresh HTTP/1.1\r\nhost: x\r\nconnection: close\r\n");
+        for i in 2..fields {
+            req.push_str(&format!("x-f{i}: {i}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    // At the limit the request reaches the proxy's handler (which answers with
+    // X-Cache, whatever the origin, with its own limit of 100, makes of the
+    // forwarding fields added); one more and hyper refuses it before that.
+    let at_limit = send(100).await.to_ascii_lowercase();
+    assert!(at_limit.contains("\r\nx-cache: "), "{at_limit}");
+    let over = send(101).await.to_ascii_lowercase();
+    assert!(over.starts_with("http/1.1 431"), "{over}");
+    assert!(!over.contains("\r\nx-cache: "), "{over}");
+}
+
+#[tokio::test]
 async fn an_age_from_one_304_is_not_counted_again_by_the_next() {
     let origin = Origin::start().await;
     let proxy = Proxy::start(&origin, "").await;
