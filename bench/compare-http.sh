@@ -156,10 +156,10 @@ def misses(label, path):
     p50 = [s / n for _, s, n, _, _, _, _ in miss]
     mp99 = [s / n for _, _, _, s, n, _, _ in miss]
     mrps = [s / n for _, _, _, _, _, s, n in miss]
-    us = lambda i: ", ".join(f"{(r[i] - r[0]) * 1000:.0f}" for r in miss)
+    added_us = lambda i: ", ".join(f"{(r[i] - r[0]) * 1000:.0f}" for r in miss)
     print(f"{label} strata/nginx p50:        median {med(p50):.2f}x (rounds: {f(p50)})")
     print(f"{label} strata/nginx p50 added over the origin's: median {med(added):.2f}x (rounds: {f(added)})")
-    print(f"{label}   added p50 in us, strata: {us(1)}; nginx: {us(2)}")
+    print(f"{label}   added p50 in us, strata: {added_us(1)}; nginx: {added_us(2)}")
     print(f"{label} strata/nginx p99:        median {med(mp99):.2f}x (rounds: {f(mp99)})")
     print(f"{label} strata/nginx requests/s: median {med(mrps):.2f}x (rounds: {f(mrps)})")
 misses("misses", sys.argv[2])
@@ -170,8 +170,8 @@ misses("pmiss ", sys.argv[5])
 # by the origin's in the same run (the same nginx serving the same requests).
 cpu = [list(map(float, l.split())) for l in open(sys.argv[7])]
 secs = float(sys.argv[8])
-us = lambda ticks, rps: ticks * 1e4 / (rps * secs)
-rows = [(us(su, sr), us(ss, sr), us(so, sr), us(nu, nr), us(ns, nr), us(no, nr))
+per_request_us = lambda ticks, rps: ticks * 1e4 / (rps * secs)
+rows = [tuple(per_request_us(t, rps) for t, rps in ((su, sr), (ss, sr), (so, sr), (nu, nr), (ns, nr), (no, nr)))
         for sr, su, ss, so, nr, nu, ns, no in cpu]
 print("paced misses, CPU per request (us): strata user/system, nginx user/system, per round")
 print("       " + "; ".join(f"{a:.1f}/{b:.1f} vs {d:.1f}/{e:.1f}" for a, b, _, d, e, _ in rows))
