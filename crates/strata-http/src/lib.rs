@@ -7,6 +7,7 @@
 //! - [`key`]: cache keys; [`route`]: route patterns;
 //! - [`entry`]: the stored response format; [`compress`]: negotiation and encoders;
 //! - [`coalesce`]: one origin request per key at a time;
+//! - [`range`]: byte ranges served from stored responses;
 //! - [`upstream`]: the pooled origin client;
 //! - [`HttpCache`]: the proxy that composes them, with [`HttpCache::purge`].
 
@@ -20,6 +21,7 @@ pub mod key;
 mod layer;
 mod metrics;
 mod proxy;
+pub mod range;
 pub mod route;
 pub mod server;
 pub mod upstream;

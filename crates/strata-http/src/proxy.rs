@@ -33,6 +33,7 @@ use crate::entry::{Entry, CODEC_HTTP};
 use crate::freshness::{self, unix_ms, RouteRules, Timing, Usable};
 use crate::key::{self, KeyParts, KeyRules};
 use crate::metrics::{EncodingLabel, HttpMetrics, RouteMetrics, SourceLabel};
+use crate::range::{self, Ranged};
 use crate::route::{Params, Pattern, PatternTable, Trigger};
 use crate::upstream::{self, Collected, Upstream, UpstreamError};
 
@@ -149,6 +150,7 @@ const CONDITIONALS: &[&str] = &[
     "if-match",
     "if-unmodified-since",
     "if-range",
+    "range",
 ];
 
 /// Response fields meant for the cache, not the client.
@@ -658,10 +660,7 @@ impl Inner {
         // the resource and invalidates it on success (RFC 9111 §4.4).
         let safe =
             cacheable_method || head.method == Method::OPTIONS || head.method == Method::TRACE;
-        let res = if cacheable_method
-            && self.routes[route].cache
-            && !head.headers.contains_key(header::RANGE)
-        {
+        let res = if cacheable_method && self.routes[route].cache {
             self.cached(head, ctx).await
         } else if !safe {
             ctx.status = CacheStatus::Bypass;
@@ -719,6 +718,14 @@ impl Inner {
         }
         if head.method == Method::HEAD && stored.is_none() {
             // HEAD is answered from GET entries but never fills one.
+            ctx.status = CacheStatus::Miss;
+            return self.pass(&head, Body::empty(), ctx).await;
+        }
+        if head.method == Method::GET && head.headers.contains_key(header::RANGE) {
+            // A range of what is not stored (or is stale) is the origin's to cut:
+            // fetching the whole representation to answer a few bytes of it could
+            // mean pulling a file far past `max_object_size`. The first plain GET
+            // stores it; ranges are served from that.
             ctx.status = CacheStatus::Miss;
             return self.pass(&head, Body::empty(), ctx).await;
         }
@@ -1129,6 +1136,9 @@ impl Inner {
         }
         let mut body = entry.origin_body().clone();
         let no_transform = ResponseDirectives::parse(&headers).no_transform;
+        if let Some(res) = self.partial(head, &entry, &mut headers, &body, no_transform) {
+            return res;
+        }
         if !no_transform && self.compressor.worth_it(&headers, body.len()) {
             add_vary(&mut headers, "accept-encoding");
             if let Some(enc) = self
@@ -1163,6 +1173,59 @@ impl Inner {
         *res.status_mut() = entry.status;
         *res.headers_mut() = headers;
         res
+    }
+
+    /// The answer to a `Range` request that a stored 200 can give: a 206 with one
+    /// part of the identity body, or a 416; `None` when the whole response is the
+    /// answer (no range, a range this cache ignores, an `If-Range` that does not
+    /// hold). Only GET has ranges (RFC 9110 §14.2).
+    fn partial(
+        &self,
+        head: &Head,
+        entry: &Entry,
+        headers: &mut HeaderMap,
+        body: &Bytes,
+        no_transform: bool,
+    ) -> Option<Response<Body>> {
+        if head.method != Method::GET || entry.status != StatusCode::OK {
+            return None;
+        }
+        let range = head.headers.get(header::RANGE)?.to_str().ok()?;
+        if let Some(v) = head.headers.get(header::IF_RANGE) {
+            if !v.to_str().is_ok_and(|v| range::if_range_holds(v, headers)) {
+                return None;
+            }
+        }
+        let len = body.len() as u64;
+        let (content_range, part) = match range::parse(range, len) {
+            Ranged::Whole => return None,
+            Ranged::Unsatisfiable => {
+                let mut res = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+                res.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{len}")).ok()?,
+                );
+                return Some(res);
+            }
+            Ranged::Part { start, end } => (
+                format!("bytes {start}-{end}/{len}"),
+                body.slice(start as usize..=end as usize),
+            ),
+        };
+        // The part is of the identity body; other clients of the same URL may get
+        // an encoded whole, so the response still varies by Accept-Encoding.
+        if !no_transform && self.compressor.worth_it(headers, body.len()) {
+            add_vary(headers, "accept-encoding");
+        }
+        headers.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&content_range).ok()?,
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(part.len()));
+        let mut res = Response::new(Body::from(part));
+        *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+        *res.headers_mut() = std::mem::take(headers);
+        Some(res)
     }
 
     /// The body in `enc`: stored, or computed now and stored for next time.

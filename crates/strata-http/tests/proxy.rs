@@ -401,6 +401,81 @@ async fn purge_by_url_prefix_and_tag_including_origin_tags() {
 }
 
 #[tokio::test]
+async fn ranges_are_cut_from_the_stored_response() {
+    let origin = Origin::start().await;
+    let proxy = Proxy::start(&origin, "").await;
+    let url = proxy.url("/json");
+    let (_, _, _, whole) = get(&url, &[]).await;
+    let len = whole.len();
+    // Asked for gzip, a part still comes from the identity body, which the
+    // Content-Range counts.
+    let (x, status, h, part) =
+        get(&url, &[("range", "bytes=0-9"), ("accept-encoding", "gzip")]).await;
+    assert_eq!((x.as_str(), status), ("HIT", 206));
+    assert_eq!(h["content-range"], format!("bytes 0-9/{len}"));
+    assert_eq!(h["content-length"], "10");
+    assert!(h.get("content-encoding").is_none());
+    assert_eq!(h["etag"], "\"j1\"");
+    assert_eq!(h["vary"], "accept-encoding");
+    assert!(h.contains_key("age"));
+    assert_eq!(part, whole.slice(..10));
+    let (_, status, h, part) = get(&url, &[("range", "bytes=-5")]).await;
+    assert_eq!(status, 206);
+    assert_eq!(
+        h["content-range"],
+        format!("bytes {}-{}/{len}", len - 5, len - 1)
+    );
+    assert_eq!(part, whole.slice(len - 5..));
+    let (_, status, _, part) = get(&url, &[("range", &format!("bytes=10-{}", len * 2))]).await;
+    assert_eq!(status, 206);
+    assert_eq!(part, whole.slice(10..));
+    // Past the end: 416 with the length; several ranges: the whole response.
+    let (x, status, h, _) = get(&url, &[("range", &format!("bytes={len}-"))]).await;
+    assert_eq!((x.as_str(), status), ("HIT", 416));
+    assert_eq!(h["content-range"], format!("bytes */{len}"));
+    let (_, status, _, body) = get(&url, &[("range", "bytes=0-1,4-5")]).await;
+    assert_eq!((status, body.len()), (200, len));
+    // If-Range: the part only while the client's validator is still current.
+    let (_, status, _, _) = get(&url, &[("range", "bytes=0-9"), ("if-range", "\"j1\"")]).await;
+    assert_eq!(status, 206);
+    let (_, status, _, body) = get(&url, &[("range", "bytes=0-9"), ("if-range", "\"old\"")]).await;
+    assert_eq!((status, body), (200, whole.clone()));
+    // Only GET has ranges.
+    let r = common::client()
+        .head(&url)
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], len.to_string());
+    assert_eq!(origin.state.hits("/json"), 1);
+}
+
+#[tokio::test]
+async fn a_range_of_what_is_not_stored_is_the_origins_to_answer() {
+    let origin = Origin::start().await;
+    let proxy = Proxy::start(&origin, "").await;
+    let url = proxy.url("/fresh");
+    let (x, _, _, _) = get(&url, &[("range", "bytes=0-3")]).await;
+    assert_eq!(x, "MISS");
+    assert_eq!(
+        origin.state.last_range.lock().unwrap().as_deref(),
+        Some("bytes=0-3")
+    );
+    // Nothing was stored by it: the first plain GET fills the cache, without the
+    // client's Range, and ranges come from the cache after that.
+    assert_eq!(get(&url, &[]).await.0, "MISS");
+    assert_eq!(origin.state.last_range.lock().unwrap().as_deref(), None);
+    let (x, status, _, part) = get(&url, &[("range", "bytes=0-3")]).await;
+    assert_eq!(
+        (x.as_str(), status, &part[..]),
+        ("HIT", 206, &b"{\"n\""[..])
+    );
+    assert_eq!(origin.state.hits("/fresh"), 2);
+}
+
+#[tokio::test]
 async fn compression_is_negotiated_and_each_encoding_computed_once() {
     let origin = Origin::start().await;
     let proxy = Proxy::start(&origin, "").await;

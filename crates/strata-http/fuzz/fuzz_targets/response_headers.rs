@@ -1,6 +1,6 @@
 //! Origin and client headers are untrusted text: Cache-Control parsing, freshness
 //! and storability, Accept-Encoding negotiation, query normalisation and route
-//! patterns must never panic, whatever the bytes.
+//! patterns, Range and If-Range must never panic, whatever the bytes.
 #![no_main]
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -34,4 +34,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = p.matches(&text);
         let _ = p.check_template(&text);
     }
+    // A part is always inside the representation, whatever the Range field says.
+    let len = data.len() as u64;
+    if let strata_http::range::Ranged::Part { start, end } = strata_http::range::parse(&text, len) {
+        assert!(start <= end && end < len, "{start}-{end} of {len}");
+    }
+    let _ = strata_http::range::if_range_holds(&text, &h);
 });

@@ -34,6 +34,8 @@ pub struct OriginState {
     pub last_xff: Mutex<Option<String>>,
     /// Last `Accept-Encoding` seen.
     pub last_accept_encoding: Mutex<Option<String>>,
+    /// Last `Range` seen.
+    pub last_range: Mutex<Option<String>>,
 }
 
 impl OriginState {
@@ -75,6 +77,7 @@ async fn any(State(st): State<Arc<OriginState>>, req: axum::extract::Request) ->
     *st.last_accept_encoding.lock().unwrap() = h
         .get("accept-encoding")
         .map(|v| v.to_str().unwrap().to_owned());
+    *st.last_range.lock().unwrap() = h.get("range").map(|v| v.to_str().unwrap().to_owned());
     let n = st.hits(req.uri().path_and_query().unwrap().as_str());
     let v = st.version.load(Ordering::SeqCst);
     let path = req.uri().path().to_owned();
