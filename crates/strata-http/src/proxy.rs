@@ -15,6 +15,7 @@
 //! ```
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -251,6 +252,14 @@ impl Origin {
         }
     }
 
+    /// [`Origin::authority`] as a `Host` value.
+    fn host(&self) -> Option<&HeaderValue> {
+        match self {
+            Origin::Http(u) => Some(u.host()),
+            Origin::Service(..) => None,
+        }
+    }
+
     fn uri_for(&self, pq: Option<&http::uri::PathAndQuery>) -> Uri {
         match self {
             Origin::Http(u) => u.uri_for(pq),
@@ -472,22 +481,23 @@ impl HttpCache {
         // Integer formatting: float formatting with fixed decimals cost ~5% of a
         // proxied request's CPU, and `write!` with integers still ~2% (perf,
         // docs/decisions.md).
-        let mut text = String::with_capacity(96);
+        // On the stack: each value is then copied once, into its HeaderValue.
+        let mut text = StackText::default();
         let us = micros(took);
         push_decimal(&mut text, us, 6);
-        if let Ok(v) = HeaderValue::from_str(&text) {
+        if let Some(v) = text.value() {
             h.insert(X_PROCESS_TIME.clone(), v);
         }
-        text.clear();
-        text.push_str("cache;desc=");
-        text.push_str(ctx.status.as_str());
+        let mut text = StackText::default();
+        let _ = text.write_str("cache;desc=");
+        let _ = text.write_str(ctx.status.as_str());
         if let Some(o) = ctx.origin {
-            text.push_str(", origin;dur=");
+            let _ = text.write_str(", origin;dur=");
             push_decimal(&mut text, micros(o), 3);
         }
-        text.push_str(", total;dur=");
+        let _ = text.write_str(", total;dur=");
         push_decimal(&mut text, us, 3);
-        if let Ok(v) = HeaderValue::from_str(&text) {
+        if let Some(v) = text.value() {
             h.append(SERVER_TIMING.clone(), v);
         }
         self.inner.routes[route]
@@ -685,7 +695,8 @@ impl Inner {
             ctx.status = CacheStatus::Bypass;
             return self.pass(&head, Body::empty(), ctx).await;
         };
-        let url_tag = key::url_tag(&parts.path_and_query());
+        // Only a fetch needs it: two strings a hit does not build.
+        let url_tag = || key::url_tag(&parts.path_and_query());
         let req_cc = RequestDirectives::parse(&head.headers);
         let stored = self.lookup(&key, &head.headers).await;
         let now = unix_ms(SystemTime::now());
@@ -702,7 +713,7 @@ impl Inner {
                 Usable::StaleWhileRevalidate => {
                     ctx.status = CacheStatus::Stale;
                     self.clone()
-                        .refresh_in_background(head.clone(), key, url_tag, entry.clone());
+                        .refresh_in_background(head.clone(), key, url_tag(), entry.clone());
                     return self.serve(&head, entry.clone(), now).await;
                 }
                 Usable::Revalidate => {}
@@ -731,7 +742,9 @@ impl Inner {
         }
         match self.flights.join(&key) {
             Role::Leader(leader) => {
-                let (res, outcome) = self.fetch(&head, &key, url_tag, &req_cc, stored, ctx).await;
+                let (res, outcome) = self
+                    .fetch(&head, &key, url_tag(), &req_cc, stored, ctx)
+                    .await;
                 leader.finish(outcome);
                 res
             }
@@ -749,7 +762,7 @@ impl Inner {
                         self.serve(&head, entry, unix_ms(SystemTime::now())).await
                     }
                     _ => {
-                        self.fetch(&head, &key, url_tag, &req_cc, stored, ctx)
+                        self.fetch(&head, &key, url_tag(), &req_cc, stored, ctx)
                             .await
                             .0
                     }
@@ -1123,7 +1136,7 @@ impl Inner {
         let mut headers = entry.headers.clone();
         strip_cache_only(&mut headers);
         let age = entry.timing.age(now) / 1000;
-        headers.insert(header::AGE, HeaderValue::from(age));
+        headers.insert(header::AGE, decimal(age));
         if not_modified(&head.headers, &entry) {
             let mut res = Response::new(Body::empty());
             *res.status_mut() = StatusCode::NOT_MODIFIED;
@@ -1135,11 +1148,13 @@ impl Inner {
             return res;
         }
         let mut body = entry.origin_body().clone();
-        let no_transform = ResponseDirectives::parse(&headers).no_transform;
-        if let Some(res) = self.partial(head, &entry, &mut headers, &body, no_transform) {
+        // Cache-Control is parsed (and allocates) only for a body we would compress.
+        let compressible = self.compressor.worth_it(&headers, body.len())
+            && !ResponseDirectives::parse(&headers).no_transform;
+        if let Some(res) = self.partial(head, &entry, &mut headers, &body, compressible) {
             return res;
         }
-        if !no_transform && self.compressor.worth_it(&headers, body.len()) {
+        if compressible {
             add_vary(&mut headers, "accept-encoding");
             if let Some(enc) = self
                 .compressor
@@ -1163,7 +1178,7 @@ impl Inner {
         }
         // 204 carries neither a body nor its length (RFC 9110 §8.6).
         if entry.status != StatusCode::NO_CONTENT {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            headers.insert(header::CONTENT_LENGTH, decimal(body.len() as u64));
         }
         let mut res = Response::new(if head.method == Method::HEAD {
             Body::empty()
@@ -1185,7 +1200,7 @@ impl Inner {
         entry: &Entry,
         headers: &mut HeaderMap,
         body: &Bytes,
-        no_transform: bool,
+        compressible: bool,
     ) -> Option<Response<Body>> {
         if head.method != Method::GET || entry.status != StatusCode::OK {
             return None;
@@ -1214,14 +1229,14 @@ impl Inner {
         };
         // The part is of the identity body; other clients of the same URL may get
         // an encoded whole, so the response still varies by Accept-Encoding.
-        if !no_transform && self.compressor.worth_it(headers, body.len()) {
+        if compressible {
             add_vary(headers, "accept-encoding");
         }
         headers.insert(
             header::CONTENT_RANGE,
             HeaderValue::from_str(&content_range).ok()?,
         );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(part.len()));
+        headers.insert(header::CONTENT_LENGTH, decimal(part.len() as u64));
         let mut res = Response::new(Body::from(part));
         *res.status_mut() = StatusCode::PARTIAL_CONTENT;
         *res.headers_mut() = std::mem::take(headers);
@@ -1384,11 +1399,11 @@ impl Inner {
     /// `Accept-Encoding` (it stores one identity body and encodes per client).
     fn origin_request(&self, head: &Head, body: Body, for_cache: bool) -> Request<Body> {
         let mut h = HeaderMap::with_capacity(head.headers.len() + 4);
-        let listed = connection_listed(&head.headers);
+        let connection = head.headers.get_all(header::CONNECTION);
         let mut forwarded_for = Vec::new();
         for (name, value) in &head.headers {
             let n = name.as_str();
-            if HOP_BY_HOP.contains(&n) || listed.iter().any(|l| l == n) || name == header::HOST {
+            if HOP_BY_HOP.contains(&n) || listed_in(&connection, n) || name == header::HOST {
                 continue;
             }
             if n == "x-forwarded-for" {
@@ -1409,19 +1424,21 @@ impl Inner {
             }
             h.append(name.clone(), value.clone());
         }
-        let host = if self.cfg.preserve_host {
-            head.headers.get(header::HOST).cloned()
-        } else {
-            match self.upstream.authority() {
-                Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-                // An in-process service sees the client's Host.
-                None => head.headers.get(header::HOST).cloned(),
-            }
+        let client_host = head.headers.get(header::HOST);
+        let host = match self.upstream.host() {
+            Some(origin) if !self.cfg.preserve_host => Some(origin),
+            // An in-process service sees the client's Host.
+            _ => client_host,
         };
         if let Some(host) = host {
-            h.insert(header::HOST, host);
+            h.insert(header::HOST, host.clone());
         }
-        if let Ok(v) = HeaderValue::from_str(&head.host) {
+        // The normalised host; usually the client's field as it came, shared.
+        let forwarded_host = match client_host {
+            Some(v) if v.as_bytes() == head.host.as_bytes() => Some(v.clone()),
+            _ => HeaderValue::from_str(&head.host).ok(),
+        };
+        if let Some(v) = forwarded_host {
             h.insert(X_FORWARDED_HOST.clone(), v);
         }
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
@@ -1462,6 +1479,13 @@ impl Inner {
     }
 }
 
+/// A decimal field value (`Age`, `Content-Length`) in one allocation:
+/// `HeaderValue::from(u64)` builds a `BytesMut` and freezes it, two.
+fn decimal(n: u64) -> HeaderValue {
+    HeaderValue::from_bytes(itoa::Buffer::new().format(n).as_bytes())
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
 /// A duration in whole microseconds (saturating; a request never takes 584,000
 /// years).
 fn micros(d: Duration) -> u64 {
@@ -1470,16 +1494,49 @@ fn micros(d: Duration) -> u64 {
 
 /// Appends `n / 10^decimals` written with exactly `decimals` decimals
 /// (`1234, 3` → `1.234`, `5, 3` → `0.005`).
-fn push_decimal(s: &mut String, n: u64, decimals: u32) {
+fn push_decimal(s: &mut impl std::fmt::Write, n: u64, decimals: u32) {
     let scale = 10u64.pow(decimals);
     let mut digits = itoa::Buffer::new();
-    s.push_str(digits.format(n / scale));
-    s.push('.');
+    let _ = s.write_str(digits.format(n / scale));
+    let _ = s.write_char('.');
     let frac = digits.format(n % scale);
     for _ in frac.len()..decimals as usize {
-        s.push('0');
+        let _ = s.write_char('0');
     }
-    s.push_str(frac);
+    let _ = s.write_str(frac);
+}
+
+/// Text of a short header value, built without a heap allocation. Writes that
+/// would overflow it fail and leave it as it was; the values built here (timings
+/// with 20-digit integers at most) need under half of it.
+struct StackText {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        StackText {
+            buf: [0; 128],
+            len: 0,
+        }
+    }
+}
+
+impl StackText {
+    fn value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(&self.buf[..self.len]).ok()
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dest = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dest.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// A selecting field's value as `Vary` matching compares it (RFC 9111 §4.1): all
@@ -1500,14 +1557,15 @@ fn vary_value(h: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
     HeaderValue::from_bytes(&v).ok()
 }
 
-fn connection_listed(h: &HeaderMap) -> Vec<String> {
-    h.get_all(header::CONNECTION)
+/// Whether the `Connection` field lines list `name` (a lowercase field name) as
+/// hop-by-hop (RFC 9110 §7.6.1). Scans in place: the usual `Connection:
+/// keep-alive` cost a `Vec` and a `String` per message when collected.
+fn listed_in(connection: &header::GetAll<'_, HeaderValue>, name: &str) -> bool {
+    connection
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .collect()
+        .any(|t| t.trim().eq_ignore_ascii_case(name))
 }
 
 /// Removes every field whose name `doomed` selects, in one pass over the names
@@ -1515,18 +1573,26 @@ fn connection_listed(h: &HeaderMap) -> Vec<String> {
 /// `remove` per candidate name parsed and hashed each of them: ~5% of a proxied
 /// request's user CPU (perf, docs/decisions.md).
 fn strip(h: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
-    // No allocation when nothing matches, the common case.
-    let gone: Vec<HeaderName> = h.keys().filter(|n| doomed(n.as_str())).cloned().collect();
+    let gone = h.keys().filter(|n| doomed(n.as_str())).cloned().collect();
+    remove_all(h, gone);
+}
+
+/// Removes the fields named; `gone` is empty, and so never allocated, when nothing
+/// matched, the common case.
+fn remove_all(h: &mut HeaderMap, gone: Vec<HeaderName>) {
     for name in gone {
         h.remove(name);
     }
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let listed = connection_listed(h);
-    strip(h, |n| {
-        HOP_BY_HOP.contains(&n) || listed.iter().any(|l| l == n)
-    });
+    let connection = h.get_all(header::CONNECTION);
+    let gone = h
+        .keys()
+        .filter(|n| HOP_BY_HOP.contains(&n.as_str()) || listed_in(&connection, n.as_str()))
+        .cloned()
+        .collect();
+    remove_all(h, gone);
 }
 
 fn strip_cache_only(h: &mut HeaderMap) {
@@ -1697,6 +1763,22 @@ mod tests {
             assert_eq!(s, format!("x={want}"), "{n} with {d} decimals");
         }
         assert_eq!(micros(Duration::from_nanos(1_999)), 1);
+    }
+
+    #[test]
+    fn stack_text_holds_the_longest_timing_and_refuses_overflow() {
+        let mut t = StackText::default();
+        let _ = t.write_str("cache;desc=REVALIDATED, origin;dur=");
+        push_decimal(&mut t, u64::MAX, 3);
+        let _ = t.write_str(", total;dur=");
+        push_decimal(&mut t, u64::MAX, 3);
+        let longest = "cache;desc=REVALIDATED, origin;dur=18446744073709551.615, \
+                       total;dur=18446744073709551.615";
+        assert_eq!(t.value().unwrap(), longest);
+        let mut t = StackText::default();
+        assert!(t.write_str(&"x".repeat(128)).is_ok());
+        assert!(t.write_str("y").is_err());
+        assert_eq!(t.value().unwrap().len(), 128);
     }
 
     #[test]

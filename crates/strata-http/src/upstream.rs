@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::BodyExt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -57,6 +57,8 @@ impl UpstreamError {
 #[derive(Clone)]
 pub struct Upstream {
     authority: Authority,
+    /// `authority` as a `Host` value, made once: cloning it per request shares it.
+    host: HeaderValue,
     base_path: String,
     pool: Arc<Pool>,
     connect_timeout: Duration,
@@ -134,8 +136,11 @@ impl Upstream {
         response_timeout: Duration,
     ) -> Result<Self, String> {
         let (authority, base_path) = Self::parse(url)?;
+        let host =
+            HeaderValue::from_str(authority.as_str()).map_err(|e| format!("origin {url}: {e}"))?;
         Ok(Upstream {
             authority,
+            host,
             base_path,
             pool: Arc::new(Pool::default()),
             connect_timeout,
@@ -146,6 +151,11 @@ impl Upstream {
     /// The origin's `host:port`, sent as `Host` unless the client's is preserved.
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// [`Upstream::authority`] as a `Host` field value.
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
     }
 
     /// The origin URI for a request's path and query.
