@@ -23,6 +23,9 @@
 #           difference is the latency the proxy itself adds. During the paced
 #           runs the script also reads each proxy's and the origin's CPU ticks
 #           (/proc) and prints CPU per request, user and system.
+# ALLOCS=1 measures something else and stops: heap allocations per request of
+# each proxy, on both routes at the paced miss load, counted with a uprobe on
+# glibc's malloc (`perf probe`; needs perf and root).
 # Needs wrk and nginx (Debian: wrk nginx); installs them if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -100,6 +103,23 @@ test "$(curl -s -o /dev/null -w '%header{x-cache}' "http://127.0.0.1:$NPORT/item
 for u in "$SPORT/item" "$NPORT/item" "$SPORT/nocache/item" "$NPORT/nocache/item"; do
   wrk -t1 -c50 -d2s "http://127.0.0.1:$u" >/dev/null
 done
+if [ "${ALLOCS:-0}" = 1 ]; then
+  perf probe -q -x "$(ldd target/release/strata | awk '/libc.so.6/ {print $3}')" malloc 2>/dev/null || true
+  nginx_workers=$(pgrep -f "nginx: worker" -P "$(cat "$work/nginx.pid")" | paste -sd,)
+  for path in /nocache/item /item; do
+    for who in strata nginx; do
+      port=$SPORT pids=$(cat "$work/strata.pid"); [ $who = nginx ] && { port=$NPORT pids=$nginx_workers; }
+      wrk -t1 -c10 -d12s -s bench/paced.lua "http://127.0.0.1:$port$path" -- "$MISS_PACE_MS" > "$work/wrk.out" &
+      wrk_pid=$!
+      sleep 3
+      m=$(perf stat -x, -e probe_libc:malloc -p "$pids" -- sleep 6 2>&1 | awk -F, '/malloc/ {print $1}')
+      wait "$wrk_pid"
+      rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
+      printf "%-14s %-7s mallocs per request: %s\n" "$path" "$who" "$(python3 -c "print(round($m / ($rps * 6), 1))")"
+    done
+  done
+  exit 0
+fi
 printf "%-6s %-14s %12s %9s %9s\n" round target "requests/s" "p50 ms" "p99 ms"
 : > "$work/hits"; : > "$work/paced"; : > "$work/misses"; : > "$work/pmisses"; : > "$work/cpu"
 # pair PATH CONNECTIONS [PACE_MS]: one wrk run on strata and one on nginx, strata
