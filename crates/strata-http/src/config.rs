@@ -28,10 +28,13 @@ use crate::route::{Pattern, Trigger};
 pub struct HttpConfig {
     /// Where the proxy listens (default `127.0.0.1:7080`).
     pub listen: Option<SocketAddr>,
-    /// The origin, `http://host:port` (a path prefix is allowed). Unused by the
-    /// tower layer, whose origin is the service it wraps.
+    /// The origin, `http://host:port` or `https://host:port` (a path prefix is
+    /// allowed). Unused by the tower layer, whose origin is the service it wraps.
     #[serde(default)]
     pub upstream: String,
+    /// PEM file of the CA certificates an `https://` origin's certificate is
+    /// checked against (default: Mozilla's roots, built in).
+    pub upstream_ca: Option<std::path::PathBuf>,
     /// Cache namespace the responses are stored in (default `http`).
     pub namespace: Option<String>,
     /// Largest response body stored; larger ones stream through (default 1 MiB).
@@ -222,6 +225,16 @@ impl HttpConfig {
             ));
         } else if let Err(e) = crate::upstream::Upstream::parse(&self.upstream) {
             errs.push(("upstream".into(), e));
+        }
+        if let Some(ca) = &self.upstream_ca {
+            if !self.upstream.starts_with("https://") {
+                errs.push((
+                    "upstream_ca".into(),
+                    "applies only to an https:// upstream".into(),
+                ));
+            } else if let Err(e) = crate::upstream::load_roots(ca) {
+                errs.push(("upstream_ca".into(), e));
+            }
         }
         errs.extend(self.check_rules());
         errs

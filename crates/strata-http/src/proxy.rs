@@ -319,8 +319,14 @@ impl HttpCache {
         if !errs.is_empty() {
             return Err(HttpError::Config(join_errors(&errs)));
         }
-        let upstream = Upstream::new(&cfg.upstream, cfg.connect_timeout(), cfg.response_timeout())
-            .map_err(HttpError::Config)?;
+        let mut upstream =
+            Upstream::new(&cfg.upstream, cfg.connect_timeout(), cfg.response_timeout())
+                .map_err(HttpError::Config)?;
+        if let Some(ca) = &cfg.upstream_ca {
+            upstream = upstream::load_roots(ca)
+                .and_then(|roots| upstream.with_roots(roots))
+                .map_err(|e| HttpError::Config(format!("upstream_ca: {e}")))?;
+        }
         Self::build(cfg, cache, Origin::Http(upstream), HttpMetrics::default())
     }
 
@@ -430,13 +436,7 @@ impl HttpCache {
     pub fn fork(&self) -> HttpCache {
         let i = &self.inner;
         let upstream = match &i.upstream {
-            Origin::Http(_) => Upstream::new(
-                &i.cfg.upstream,
-                i.cfg.connect_timeout(),
-                i.cfg.response_timeout(),
-            )
-            .map(Origin::Http)
-            .unwrap_or_else(|_| i.upstream.clone()),
+            Origin::Http(u) => Origin::Http(u.fork()),
             other => other.clone(),
         };
         HttpCache {

@@ -7,7 +7,12 @@
 //! nginx's whole proxied request (docs/decisions.md). A connection here is taken
 //! from a `Vec`, used, and put back when its response body has been read to the
 //! end; a request that finds no ready connection opens one.
+//!
+//! An `https://` origin is reached over TLS (rustls, certificates checked against
+//! Mozilla's roots or a configured CA file); the pool and everything above it do
+//! not change.
 
+use std::path::Path;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -23,6 +28,10 @@ use http_body::{Body as _, Frame};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
 
 /// Why the origin gave no response.
 #[derive(Debug, thiserror::Error)]
@@ -60,9 +69,62 @@ pub struct Upstream {
     /// `authority` as a `Host` value, made once: cloning it per request shares it.
     host: HeaderValue,
     base_path: String,
+    /// For an `https://` origin.
+    tls: Option<Tls>,
     pool: Arc<Pool>,
     connect_timeout: Duration,
     response_timeout: Duration,
+}
+
+/// How an `https://` origin is reached: the client settings and the name its
+/// certificate must carry.
+#[derive(Clone)]
+struct Tls {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl Tls {
+    fn new(host: &str, roots: RootCertStore) -> Result<Tls, String> {
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("`{host}` cannot be checked against a certificate: {e}"))?;
+        Ok(Tls {
+            connector: TlsConnector::from(Arc::new(config)),
+            name,
+        })
+    }
+}
+
+/// Mozilla's roots, as webpki-roots ships them.
+fn public_roots() -> RootCertStore {
+    RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
+/// The CA certificates in a PEM file, for an origin whose certificate a private CA
+/// signed.
+pub fn load_roots(path: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for c in certs {
+        let c = c.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    Ok(roots)
 }
 
 /// Idle connections to the origin, most recently used last.
@@ -103,21 +165,27 @@ impl Pool {
 }
 
 impl Upstream {
-    /// Checks an origin URL: `http://host[:port][/base]`, no query. Returns the
-    /// authority and the base path (without a trailing slash).
+    /// Checks an origin URL: `http://host[:port][/base]` or `https://…`, no
+    /// query. Returns the authority and the base path (without a trailing slash).
     pub fn parse(url: &str) -> Result<(Authority, String), String> {
+        Self::parse_target(url).map(|(_, authority, base)| (authority, base))
+    }
+
+    /// [`Upstream::parse`], and whether the origin speaks TLS.
+    fn parse_target(url: &str) -> Result<(bool, Authority, String), String> {
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-        match uri.scheme() {
-            Some(s) if *s == Scheme::HTTP => {}
+        let tls = match uri.scheme() {
+            Some(s) if *s == Scheme::HTTP => false,
+            Some(s) if *s == Scheme::HTTPS => true,
             Some(s) => {
                 return Err(format!(
-                    "`{url}`: scheme {s} is not supported for the origin; use http:// (put TLS in front of strata or behind a local sidecar)"
+                    "`{url}`: scheme {s} is not supported for the origin; use http:// or https://"
                 ))
             }
             None => return Err(format!("`{url}`: write the origin as http://host:port")),
-        }
+        };
         let authority = uri
             .authority()
             .cloned()
@@ -126,7 +194,7 @@ impl Upstream {
             return Err(format!("`{url}`: the origin URL cannot have a query"));
         }
         let base = uri.path().trim_end_matches('/').to_owned();
-        Ok((authority, base))
+        Ok((tls, authority, base))
     }
 
     /// A client for `url` with the given timeouts.
@@ -135,17 +203,42 @@ impl Upstream {
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Result<Self, String> {
-        let (authority, base_path) = Self::parse(url)?;
+        let (tls, authority, base_path) = Self::parse_target(url)?;
         let host =
             HeaderValue::from_str(authority.as_str()).map_err(|e| format!("origin {url}: {e}"))?;
+        let tls = match tls {
+            true => Some(Tls::new(bare_host(&authority), public_roots())?),
+            false => None,
+        };
         Ok(Upstream {
             authority,
             host,
             base_path,
+            tls,
             pool: Arc::new(Pool::default()),
             connect_timeout,
             response_timeout,
         })
+    }
+
+    /// Checks an `https://` origin's certificate against the CA certificates in
+    /// `roots` (see [`load_roots`]) instead of Mozilla's. An error for an
+    /// `http://` origin, which has no certificate to check.
+    pub fn with_roots(mut self, roots: RootCertStore) -> Result<Self, String> {
+        if self.tls.is_none() {
+            return Err("a CA file applies only to an https:// origin".into());
+        }
+        self.tls = Some(Tls::new(bare_host(&self.authority), roots)?);
+        Ok(self)
+    }
+
+    /// The same origin with a pool of its own, for another runtime (a pooled
+    /// connection is driven by the runtime that opened it).
+    pub fn fork(&self) -> Upstream {
+        Upstream {
+            pool: Arc::new(Pool::default()),
+            ..self.clone()
+        }
     }
 
     /// The origin's `host:port`, sent as `Host` unless the client's is preserved.
@@ -171,7 +264,10 @@ impl Upstream {
             }
         };
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(match self.tls {
+            Some(_) => Scheme::HTTPS,
+            None => Scheme::HTTP,
+        });
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = Some(pq);
         Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://invalid/"))
@@ -223,40 +319,65 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, UpstreamError> {
-        let host = self
-            .authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let port = self.authority.port_u16().unwrap_or(80);
-        let connecting = tokio::net::TcpStream::connect((host, port));
-        let stream = match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Err(_) => {
-                return Err(UpstreamError::Connect(format!(
-                    "no connection within {:?}",
-                    self.connect_timeout
-                )))
+        let default_port = if self.tls.is_some() { 443 } else { 80 };
+        let port = self.authority.port_u16().unwrap_or(default_port);
+        let host = bare_host(&self.authority);
+        // TCP and, for https, the TLS handshake: both within the connect timeout.
+        let connecting = async {
+            let stream = tokio::net::TcpStream::connect((host, port))
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = stream.set_nodelay(true);
+            match &self.tls {
+                None => start_connection(stream).await,
+                Some(tls) => {
+                    let stream = tls
+                        .connector
+                        .connect(tls.name.clone(), stream)
+                        .await
+                        .map_err(|e| format!("TLS with {host}: {e}"))?;
+                    start_connection(stream).await
+                }
             }
-            Ok(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
-            Ok(Ok(s)) => s,
         };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| UpstreamError::Connect(error_chain(&e)))?;
-        // The connection runs on the runtime that opened it (one per proxy worker).
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "origin connection ended with an error");
-            }
-        });
-        Ok(sender)
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Err(_) => Err(UpstreamError::Connect(format!(
+                "no connection within {:?}",
+                self.connect_timeout
+            ))),
+            Ok(r) => r.map_err(UpstreamError::Connect),
+        }
     }
 
     /// The response timeout.
     pub fn response_timeout(&self) -> Duration {
         self.response_timeout
     }
+}
+
+/// HTTP/1.1 on a connected stream; the connection is driven by a task on the
+/// runtime that opened it (one per proxy worker).
+async fn start_connection<I>(io: I) -> Result<SendRequest<Body>, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| error_chain(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "origin connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// The host of an authority without an IPv6 literal's brackets.
+fn bare_host(authority: &Authority) -> &str {
+    authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
 }
 
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
@@ -382,6 +503,7 @@ mod tests {
         let pq = |s: &str| s.parse::<PathAndQuery>().unwrap();
         let bare = Upstream::new("http://127.0.0.1:8000", t, t).unwrap();
         let based = Upstream::new("http://api.local:81/v2/", t, t).unwrap();
+        let secure = Upstream::new("https://api.example.com/v1", t, t).unwrap();
         let cases = [
             (
                 &bare,
@@ -391,6 +513,7 @@ mod tests {
             (&bare, None, "http://127.0.0.1:8000/"),
             (&based, Some(pq("/a?x=1")), "http://api.local:81/v2/a?x=1"),
             (&based, None, "http://api.local:81/v2/"),
+            (&secure, Some(pq("/a")), "https://api.example.com/v1/a"),
         ];
         for (u, path, want) in cases {
             assert_eq!(u.uri_for(path.as_ref()).to_string(), want);

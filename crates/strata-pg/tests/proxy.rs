@@ -590,49 +590,12 @@ async fn log_parameters_shows_sql_as_sent_and_bind_values() {
     );
 }
 
-/// A CA and a server certificate it signed for 127.0.0.1 (`(ca, cert, key)`), made
-/// with the openssl command.
+/// A CA and a server certificate it signed for 127.0.0.1 (`(ca, cert, key)`).
 fn certificates(
     dir: &std::path::Path,
 ) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
-    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    let steps = [
-        format!(
-            "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout {} -out {}",
-            p("ca.key"),
-            p("ca.pem")
-        ),
-        format!(
-            "req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout {} -out {}",
-            p("key.pem"),
-            p("req.csr")
-        ),
-        format!(
-            "x509 -req -days 1 -CAcreateserial -in {} -CA {} -CAkey {} -out {} -extfile {}",
-            p("req.csr"),
-            p("ca.pem"),
-            p("ca.key"),
-            p("cert.pem"),
-            p("ext.cnf")
-        ),
-    ];
-    for step in steps {
-        let out = std::process::Command::new("openssl")
-            .args(step.split(' '))
-            .output()
-            .expect("openssl (scripts/deps.sh installs it)");
-        assert!(
-            out.status.success(),
-            "{step}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    )
+    let c = strata_testkit::test_certificates(dir).unwrap();
+    (c.ca, c.cert, c.key)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

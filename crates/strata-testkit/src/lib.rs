@@ -24,6 +24,8 @@ use tempfile::TempDir;
 
 mod postgres;
 pub use postgres::{Postgres, MD5_USER, SCRAM_USER};
+mod tls;
+pub use tls::{test_certificates, TestCertificates};
 
 /// Resident set size of a process, in bytes, from `/proc/{pid}/status` (Linux).
 /// For tests that check what a process really holds in memory.
