@@ -227,7 +227,11 @@ impl HttpConfig {
             errs.push(("upstream".into(), e));
         }
         if let Some(ca) = &self.upstream_ca {
-            if !self.upstream.starts_with("https://") {
+            let https = self
+                .upstream
+                .get(..8)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+            if !https {
                 errs.push((
                     "upstream_ca".into(),
                     "applies only to an https:// upstream".into(),

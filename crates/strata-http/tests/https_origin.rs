@@ -141,6 +141,13 @@ fn upstream_ca_is_checked_with_the_configuration() {
             .any(|(f, m)| f == "upstream_ca" && m.contains("/nonexistent.pem")),
         "{errs:?}"
     );
+    // The scheme is case-insensitive (RFC 3986 §3.1).
+    let errs = check("upstream = \"HTTPS://127.0.0.1:1\"\nupstream_ca = \"/nonexistent.pem\"");
+    assert!(
+        errs.iter()
+            .any(|(f, m)| f == "upstream_ca" && m.contains("/nonexistent.pem")),
+        "{errs:?}"
+    );
     assert!(check("upstream = \"https://127.0.0.1:1\"").is_empty());
     assert!(check("upstream = \"ftp://127.0.0.1:1\"")
         .iter()
