@@ -58,7 +58,7 @@ pub enum CacheStatus {
     Miss,
     /// From the cache, stale (stale-while-revalidate, stale-if-error, max-stale).
     Stale,
-    /// The cache was not consulted (unsafe method, uncached route, range request).
+    /// The cache was not consulted (unsafe method, uncached route, unkeyable request).
     Bypass,
     /// From the cache after the origin confirmed it with a 304.
     Revalidated,
@@ -732,14 +732,6 @@ impl Inner {
             ctx.status = CacheStatus::Miss;
             return self.pass(&head, Body::empty(), ctx).await;
         }
-        if head.method == Method::GET && head.headers.contains_key(header::RANGE) {
-            // A range of what is not stored (or is stale) is the origin's to cut:
-            // fetching the whole representation to answer a few bytes of it could
-            // mean pulling a file far past `max_object_size`. The first plain GET
-            // stores it; ranges are served from that.
-            ctx.status = CacheStatus::Miss;
-            return self.pass(&head, Body::empty(), ctx).await;
-        }
         match self.flights.join(&key) {
             Role::Leader(leader) => {
                 let (res, outcome) = self
@@ -831,6 +823,9 @@ impl Inner {
                 return;
             }
         }
+        // A refresh answers nobody: no range to cut, so none to fall back on.
+        let mut head = head;
+        head.headers.remove(header::RANGE);
         tokio::spawn(async move {
             if let Role::Leader(leader) = self.flights.join(&key) {
                 let mut ctx = Ctx::default();
@@ -860,6 +855,9 @@ impl Inner {
         ctx: &mut Ctx,
     ) -> (Response<Body>, Outcome) {
         let route = &self.routes[head.route];
+        // A range miss fetches the whole representation (`origin_request` drops
+        // `Range` for the cache), to store it and cut the range from it.
+        let ranged = head.method == Method::GET && head.headers.contains_key(header::RANGE);
         let mut oreq = self.origin_request(head, Body::empty(), true);
         *oreq.method_mut() = Method::GET;
         if let Some(old) = &stale {
@@ -937,6 +935,10 @@ impl Inner {
                 // The origin no longer lets this be shared: the old copy goes too.
                 let _ = self.ns.delete(key).await;
             }
+            if ranged && res.status() == StatusCode::OK {
+                drop(res);
+                return (self.range_from_origin(head, ctx).await, Outcome::Pass);
+            }
             return (self.relay(res), Outcome::Pass);
         }
         let limit = self.cfg.max_object_size();
@@ -946,6 +948,10 @@ impl Inner {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.parse::<usize>().ok());
         if announced.is_some_and(|n| n > limit) {
+            if ranged {
+                drop(res);
+                return (self.range_from_origin(head, ctx).await, Outcome::Pass);
+            }
             return (self.relay(res), Outcome::Pass);
         }
         let (mut parts, body) = res.into_parts();
@@ -953,6 +959,10 @@ impl Inner {
         let body = match upstream::collect(body, limit, remaining).await {
             Ok(Collected::Complete(b)) => b,
             Ok(Collected::TooLarge(head_bytes, tail)) => {
+                if ranged {
+                    drop((head_bytes, tail));
+                    return (self.range_from_origin(head, ctx).await, Outcome::Pass);
+                }
                 strip_hop_by_hop(&mut parts.headers);
                 strip_cache_only(&mut parts.headers);
                 return (
@@ -1383,6 +1393,17 @@ impl Inner {
                 upstream_error(&e)
             }
         }
+    }
+
+    /// A range request whose whole representation came back but cannot be stored
+    /// (not storable, or over `max_object_size`): the client's request goes to the
+    /// origin again, `Range` and all, rather than streaming the whole body to a
+    /// client that asked for a part of it. Origin time adds up in `Server-Timing`.
+    async fn range_from_origin(&self, head: &Head, ctx: &mut Ctx) -> Response<Body> {
+        let first = ctx.origin.unwrap_or_default();
+        let res = self.pass(head, Body::empty(), ctx).await;
+        ctx.origin = Some(first + ctx.origin.unwrap_or_default());
+        res
     }
 
     /// The origin's response for the client, streamed.

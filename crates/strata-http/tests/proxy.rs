@@ -453,26 +453,82 @@ async fn ranges_are_cut_from_the_stored_response() {
 }
 
 #[tokio::test]
-async fn a_range_of_what_is_not_stored_is_the_origins_to_answer() {
+async fn a_range_miss_stores_the_whole_response_and_cuts_the_range_from_it() {
     let origin = Origin::start().await;
     let proxy = Proxy::start(&origin, "").await;
-    let url = proxy.url("/fresh");
-    let (x, _, _, _) = get(&url, &[("range", "bytes=0-3")]).await;
-    assert_eq!(x, "MISS");
+    let url = proxy.url("/seq");
+    let whole = common::seq(10_000);
+    let (x, status, h, part) = get(&url, &[("range", "bytes=26-51")]).await;
+    assert_eq!((x.as_str(), status), ("MISS", 206));
+    assert_eq!(h["content-range"], "bytes 26-51/10000");
+    assert_eq!(&part[..], &whole.as_bytes()[26..52]);
+    // The origin was asked for all of it, not for the range...
+    assert_eq!(*origin.state.seq_ranges.lock().unwrap(), vec![None]);
+    // ...and what it sent now answers plain GETs and other ranges.
+    let (x, status, _, body) = get(&url, &[]).await;
     assert_eq!(
-        origin.state.last_range.lock().unwrap().as_deref(),
-        Some("bytes=0-3")
+        (x.as_str(), status, &body[..]),
+        ("HIT", 200, whole.as_bytes())
     );
-    // Nothing was stored by it: the first plain GET fills the cache, without the
-    // client's Range, and ranges come from the cache after that.
-    assert_eq!(get(&url, &[]).await.0, "MISS");
-    assert_eq!(origin.state.last_range.lock().unwrap().as_deref(), None);
-    let (x, status, _, part) = get(&url, &[("range", "bytes=0-3")]).await;
+    let (x, status, _, part) = get(&url, &[("range", "bytes=-3")]).await;
     assert_eq!(
         (x.as_str(), status, &part[..]),
-        ("HIT", 206, &b"{\"n\""[..])
+        ("HIT", 206, &whole.as_bytes()[9_997..])
     );
-    assert_eq!(origin.state.hits("/fresh"), 2);
+    assert_eq!(origin.state.hits("/seq"), 1);
+}
+
+#[tokio::test]
+async fn concurrent_range_misses_make_one_origin_request() {
+    let origin = Origin::start().await;
+    let proxy = Proxy::start(&origin, "").await;
+    let url = proxy.url("/seq-chunked");
+    let whole = common::seq(10_000);
+    let parts = futures::future::join_all((0..20).map(|i| {
+        let (url, range) = (url.clone(), format!("bytes={}-{}", i * 100, i * 100 + 49));
+        async move { get(&url, &[("range", &range)]).await }
+    }))
+    .await;
+    for (i, (_, status, _, part)) in parts.into_iter().enumerate() {
+        assert_eq!(status, 206);
+        assert_eq!(&part[..], &whole.as_bytes()[i * 100..i * 100 + 50]);
+    }
+    assert_eq!(origin.state.hits("/seq-chunked"), 1);
+}
+
+#[tokio::test]
+async fn a_range_of_what_cannot_be_stored_goes_to_the_origin_as_asked() {
+    let origin = Origin::start().await;
+    let proxy = Proxy::start(&origin, "max_object_size = \"1MiB\"").await;
+    // Not storable, over max_object_size by its Content-Length, and over it with
+    // no Content-Length (found out while reading): each time the whole response
+    // is dropped and the client's range is asked for, which the client gets.
+    for (path, len) in [
+        ("/seq-nostore", 10_000),
+        ("/seq-big", 2 << 20),
+        ("/seq-big-chunked", 2 << 20),
+    ] {
+        origin.state.seq_ranges.lock().unwrap().clear();
+        let (x, status, h, part) = get(&proxy.url(path), &[("range", "bytes=1-3")]).await;
+        assert_eq!(
+            (x.as_str(), status, &part[..]),
+            ("MISS", 206, &b"bcd"[..]),
+            "{path}"
+        );
+        assert_eq!(h["content-range"], format!("bytes 1-3/{len}"));
+        assert_eq!(
+            *origin.state.seq_ranges.lock().unwrap(),
+            vec![None, Some("bytes=1-3".to_owned())],
+            "{path}"
+        );
+    }
+    // A plain GET of the same is streamed through once, as before.
+    let (x, status, _, body) = get(&proxy.url("/seq-big"), &[]).await;
+    assert_eq!((x.as_str(), status, body.len()), ("MISS", 200, 2 << 20));
+    // Only a 200 has ranges to ask for: anything else is relayed as it came.
+    let (x, status, ..) = get(&proxy.url("/error"), &[("range", "bytes=1-3")]).await;
+    assert_eq!((x.as_str(), status), ("MISS", 503));
+    assert_eq!(origin.state.hits("/error"), 1);
 }
 
 #[tokio::test]

@@ -36,6 +36,8 @@ pub struct OriginState {
     pub last_accept_encoding: Mutex<Option<String>>,
     /// Last `Range` seen.
     pub last_range: Mutex<Option<String>>,
+    /// The `Range` of every request to a `/seq` path, in order.
+    pub seq_ranges: Mutex<Vec<Option<String>>>,
 }
 
 impl OriginState {
@@ -97,6 +99,13 @@ async fn any(State(st): State<Arc<OriginState>>, req: axum::extract::Request) ->
     }
     let cc = |v: &str| ("cache-control", v.to_owned());
     let json = ("content-type", "application/json".to_owned());
+    if path.starts_with("/seq") {
+        st.seq_ranges
+            .lock()
+            .unwrap()
+            .push(h.get("range").map(|v| v.to_str().unwrap().to_owned()));
+        return seq_response(&path, h.get("range"));
+    }
     match path.as_str() {
         "/fresh" => resp(
             StatusCode::OK,
@@ -299,6 +308,67 @@ async fn any(State(st): State<Arc<OriginState>>, req: axum::extract::Request) ->
         ),
         _ => resp(StatusCode::NOT_FOUND, &[], "no such thing"),
     }
+}
+
+/// The body of the `/seq` paths: `len` letters, a to z over and over, so any part
+/// of it tells where it was cut.
+pub fn seq(len: usize) -> String {
+    (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect()
+}
+
+/// `/seq` paths honour one `bytes=a-b` or `bytes=a-` range with a 206. Variants
+/// by name: `-nostore` (`no-store`), `-big` (2 MiB), `-chunked` (no
+/// `Content-Length`: the body comes in 64 KiB chunks).
+fn seq_response(path: &str, range: Option<&axum::http::HeaderValue>) -> Response {
+    let len = if path.contains("-big") {
+        2 << 20
+    } else {
+        10_000
+    };
+    let cc = if path.contains("-nostore") {
+        "no-store"
+    } else {
+        "max-age=60"
+    };
+    let body = seq(len);
+    let part = range
+        .and_then(|v| v.to_str().ok()?.strip_prefix("bytes="))
+        .and_then(|r| {
+            let (a, b) = r.split_once('-')?;
+            let a: usize = a.parse().ok()?;
+            let b: usize = if b.is_empty() {
+                len - 1
+            } else {
+                b.parse().ok()?
+            };
+            (a <= b && b < len).then_some((a, b))
+        });
+    let (status, content, content_range) = match part {
+        Some((a, b)) => (
+            StatusCode::PARTIAL_CONTENT,
+            body[a..=b].to_owned(),
+            Some(format!("bytes {a}-{b}/{len}")),
+        ),
+        None => (StatusCode::OK, body, None),
+    };
+    let mut r = if path.contains("-chunked") {
+        let chunks: Vec<Result<bytes::Bytes, std::convert::Infallible>> = content
+            .into_bytes()
+            .chunks(64 << 10)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+        (status, body).into_response()
+    } else {
+        (status, content).into_response()
+    };
+    let h = r.headers_mut();
+    h.insert("cache-control", cc.parse().unwrap());
+    h.insert("content-type", "application/octet-stream".parse().unwrap());
+    if let Some(cr) = content_range {
+        h.insert("content-range", cr.parse().unwrap());
+    }
+    r
 }
 
 async fn user(
