@@ -22,7 +22,9 @@
 #           between requests, so the three serve the same load and the p50
 #           difference is the latency the proxy itself adds. During the paced
 #           runs the script also reads each proxy's and the origin's CPU ticks
-#           (/proc) and prints CPU per request, user and system.
+#           (/proc) and prints CPU per request, user and system. Last, one
+#           connection (-c1), unloaded: each request alone on the machine, so
+#           the p50 difference is the time each proxy adds to a single request.
 # ALLOCS=1 measures something else and stops: heap allocations per request of
 # each proxy, on both routes at the paced miss load, counted with a uprobe on
 # glibc's malloc (`perf probe`; needs perf and root).
@@ -121,7 +123,7 @@ if [ "${ALLOCS:-0}" = 1 ]; then
   exit 0
 fi
 printf "%-6s %-14s %12s %9s %9s\n" round target "requests/s" "p50 ms" "p99 ms"
-: > "$work/hits"; : > "$work/paced"; : > "$work/misses"; : > "$work/pmisses"; : > "$work/cpu"
+: > "$work/hits"; : > "$work/paced"; : > "$work/misses"; : > "$work/pmisses"; : > "$work/umisses"; : > "$work/cpu"
 # pair PATH CONNECTIONS [PACE_MS]: one wrk run on strata and one on nginx, strata
 # first in odd rounds and nginx first in even ones; sets s1 s50 s99 and n1 n50 n99,
 # and scpu / ncpu: "user_ticks system_ticks origin_ticks" each proxy and the origin
@@ -153,8 +155,12 @@ for r in $(seq "$ROUNDS"); do
   printf "%-6s %-14s %12s %9s %9s\n" "$r" "origin paced" "$o1" "$o50" "$o99" "$r" "strata pass p" "$s1" "$s50" "$s99" "$r" "nginx pass p" "$n1" "$n50" "$n99"
   echo "$o50 $s50 $n50 $s99 $n99 $s1 $n1" >> "$work/pmisses"
   echo "$s1 $scpu $n1 $ncpu" >> "$work/cpu"
+  read -r o1 o50 o99 < <(wrk_run "http://127.0.0.1:$OPORT/nocache/item" 1)
+  pair /nocache/item 1
+  printf "%-6s %-14s %12s %9s %9s\n" "$r" "origin -c1" "$o1" "$o50" "$o99" "$r" "strata pass 1" "$s1" "$s50" "$s99" "$r" "nginx pass 1" "$n1" "$n50" "$n99"
+  echo "$o50 $s50 $n50 $s99 $n99 $s1 $n1" >> "$work/umisses"
 done
-python3 - "$work/hits" "$work/misses" "$work/paced" "$PACE_MS" "$work/pmisses" "$MISS_PACE_MS" "$work/cpu" "${DURATION%s}" <<'PY'
+python3 - "$work/hits" "$work/misses" "$work/paced" "$PACE_MS" "$work/pmisses" "$MISS_PACE_MS" "$work/cpu" "${DURATION%s}" "$work/umisses" <<'PY'
 import statistics, sys
 med = statistics.median
 hits = [list(map(float, l.split())) for l in open(sys.argv[1])]
@@ -185,6 +191,8 @@ def misses(label, path):
 misses("misses", sys.argv[2])
 print(f"paced misses ({sys.argv[6]} ms between a response and the next request)")
 misses("pmiss ", sys.argv[5])
+print("unloaded misses (one connection)")
+misses("umiss ", sys.argv[9])
 # CPU per request during the paced misses: ticks are 1/100 s; requests = rps x seconds.
 # The machine's speed drifts between runs, so each proxy's CPU is also shown divided
 # by the origin's in the same run (the same nginx serving the same requests).
