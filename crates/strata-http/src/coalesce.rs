@@ -4,6 +4,13 @@
 //! its outcome. A stored response is handed to every waiter; anything else (not
 //! storable, too large, an error, a leader whose client went away) tells waiters to
 //! go to the origin themselves, as does a wait longer than the timeout.
+//!
+//! A key whose last fetch could not be stored (`private`, `no-store`, `Set-Cookie`,
+//! over `max_object_size`…) is remembered for [`UNCACHEABLE_FOR`]: requests for it
+//! then fetch side by side instead of queueing behind a leader whose response
+//! they cannot use (Varnish's "hit-for-miss"). Without that, every burst of
+//! requests for a hot uncacheable URL would wait one origin round trip for nothing
+//! and then all go to the origin at once. A fetch that can store again ends it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,10 +34,42 @@ pub enum Outcome {
 
 type Slot = watch::Sender<Option<Outcome>>;
 
-/// In-flight fetches by key.
-#[derive(Default)]
+/// How long a key whose fetch could not be stored skips coalescing (Varnish's
+/// built-in hit-for-miss time).
+pub const UNCACHEABLE_FOR: Duration = Duration::from_secs(120);
+
+/// Bytes of keys remembered as uncacheable; the least used go first.
+const UNCACHEABLE_KEY_BYTES: u64 = 4 << 20;
+
+/// Weighs a remembered key by its length, so long URLs cannot grow the set
+/// past [`UNCACHEABLE_KEY_BYTES`].
+#[derive(Clone)]
+struct KeyBytes;
+
+impl quick_cache::Weighter<String, u64> for KeyBytes {
+    fn weight(&self, key: &String, _until: &u64) -> u64 {
+        key.len() as u64 + 16
+    }
+}
+
+/// In-flight fetches by key, and the keys recently found uncacheable.
 pub struct Flights {
     map: Mutex<HashMap<String, Arc<Slot>>>,
+    /// Key → until when (Unix ms) its requests skip coalescing.
+    uncacheable: quick_cache::sync::Cache<String, u64, KeyBytes>,
+}
+
+impl Default for Flights {
+    fn default() -> Self {
+        Flights {
+            map: Mutex::default(),
+            uncacheable: quick_cache::sync::Cache::with_weighter(
+                4096,
+                UNCACHEABLE_KEY_BYTES,
+                KeyBytes,
+            ),
+        }
+    }
 }
 
 /// The caller's part in a fetch.
@@ -71,6 +110,24 @@ impl Flights {
             slot,
             done: false,
         })
+    }
+
+    /// Remembers that a fetch of `key` at `now_ms` could not be stored.
+    pub fn mark_uncacheable(&self, key: &str, now_ms: u64) {
+        let until = now_ms.saturating_add(UNCACHEABLE_FOR.as_millis() as u64);
+        self.uncacheable.insert(key.to_owned(), until);
+    }
+
+    /// Forgets the mark: `key` was stored.
+    pub fn clear_uncacheable(&self, key: &str) {
+        self.uncacheable.remove(key);
+    }
+
+    /// Whether requests for `key` should fetch without coalescing at `now_ms`.
+    pub fn recently_uncacheable(&self, key: &str, now_ms: u64) -> bool {
+        self.uncacheable
+            .get(key)
+            .is_some_and(|until| until > now_ms)
     }
 
     /// Fetches in flight (for tests and diagnostics).
@@ -129,6 +186,20 @@ mod tests {
             http::HeaderMap::new(),
             Default::default(),
         ))
+    }
+
+    #[test]
+    fn uncacheable_marks_expire_and_clear() {
+        let f = Flights::default();
+        let ms = UNCACHEABLE_FOR.as_millis() as u64;
+        assert!(!f.recently_uncacheable("k", 1_000));
+        f.mark_uncacheable("k", 1_000);
+        assert!(f.recently_uncacheable("k", 1_000));
+        assert!(f.recently_uncacheable("k", 1_000 + ms - 1));
+        assert!(!f.recently_uncacheable("k", 1_000 + ms));
+        assert!(!f.recently_uncacheable("other", 1_000));
+        f.clear_uncacheable("k");
+        assert!(!f.recently_uncacheable("k", 1_000));
     }
 
     #[tokio::test]

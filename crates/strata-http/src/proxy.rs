@@ -31,7 +31,7 @@ use crate::coalesce::{Flights, Outcome, Role};
 use crate::compress::{Compressor, Encoding};
 use crate::config::HttpConfig;
 use crate::entry::{Entry, CODEC_HTTP};
-use crate::freshness::{self, unix_ms, RouteRules, Timing, Usable};
+use crate::freshness::{self, unix_ms, NotStored, RouteRules, Timing, Usable};
 use crate::key::{self, KeyParts, KeyRules};
 use crate::metrics::{EncodingLabel, HttpMetrics, RouteMetrics, SourceLabel};
 use crate::range::{self, Ranged};
@@ -732,6 +732,19 @@ impl Inner {
             ctx.status = CacheStatus::Miss;
             return self.pass(&head, Body::empty(), ctx).await;
         }
+        if self.flights.recently_uncacheable(&key, now) {
+            // Its last fetch could not be stored: no waiting behind another
+            // request's fetch (coalesce.rs, hit-for-miss). A range goes to the
+            // origin as asked, with no whole representation fetched to be dropped.
+            if head.headers.contains_key(header::RANGE) && head.method == Method::GET {
+                ctx.status = CacheStatus::Miss;
+                return self.pass(&head, Body::empty(), ctx).await;
+            }
+            return self
+                .fetch(&head, &key, url_tag(), &req_cc, stored, ctx)
+                .await
+                .0;
+        }
         match self.flights.join(&key) {
             Role::Leader(leader) => {
                 let (res, outcome) = self
@@ -931,6 +944,16 @@ impl Inner {
         );
         if let Err(why) = verdict {
             tracing::debug!(?why, "not storing");
+            // What the response decides holds for the next requests too; this
+            // request's own `no-store` or `Authorization` does not.
+            let for_everyone = match why {
+                NotStored::Authorization => false,
+                NotStored::NoStore => res_cc.no_store,
+                _ => true,
+            };
+            if for_everyone {
+                self.flights.mark_uncacheable(key, now);
+            }
             if stale.is_some() {
                 // The origin no longer lets this be shared: the old copy goes too.
                 let _ = self.ns.delete(key).await;
@@ -948,6 +971,7 @@ impl Inner {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.parse::<usize>().ok());
         if announced.is_some_and(|n| n > limit) {
+            self.flights.mark_uncacheable(key, now);
             if ranged {
                 drop(res);
                 return (self.range_from_origin(head, ctx).await, Outcome::Pass);
@@ -959,6 +983,7 @@ impl Inner {
         let body = match upstream::collect(body, limit, remaining).await {
             Ok(Collected::Complete(b)) => b,
             Ok(Collected::TooLarge(head_bytes, tail)) => {
+                self.flights.mark_uncacheable(key, now);
                 if ranged {
                     drop((head_bytes, tail));
                     return (self.range_from_origin(head, ctx).await, Outcome::Pass);
@@ -1117,6 +1142,9 @@ impl Inner {
     }
 
     async fn store(&self, key: &str, e: &Entry, now: u64, route: &Route) {
+        // Storable again (whether or not its TTL lets it be kept): requests for it
+        // coalesce again.
+        self.flights.clear_uncacheable(key);
         let ttl = e
             .timing
             .storage_ttl(now, e.has_validators(), self.cfg.keep());

@@ -479,6 +479,40 @@ async fn a_range_miss_stores_the_whole_response_and_cuts_the_range_from_it() {
 }
 
 #[tokio::test]
+async fn requests_for_what_could_not_be_stored_do_not_queue_behind_each_other() {
+    let origin = Origin::start().await;
+    let proxy = Proxy::start(&origin, "").await;
+    let url = proxy.url("/slow-nostore");
+    let burst = || futures::future::join_all((0..8).map(|_| get(&url, &[])));
+    // Cold: one request fetches, seven wait for it, find nothing they may use, and
+    // then go to the origin together.
+    for (x, status, ..) in burst().await {
+        assert_eq!((x.as_str(), status), ("MISS", 200));
+    }
+    assert_eq!(origin.state.max_in_flight.swap(0, Ordering::SeqCst), 7);
+    // Known uncacheable since: all eight go at once, none waits.
+    burst().await;
+    assert_eq!(origin.state.max_in_flight.load(Ordering::SeqCst), 8);
+    assert_eq!(origin.state.hits("/slow-nostore"), 16);
+}
+
+#[tokio::test]
+async fn a_key_found_uncacheable_is_stored_again_once_the_origin_allows_it() {
+    let origin = Origin::start().await;
+    let proxy = Proxy::start(&origin, "").await;
+    let url = proxy.url("/flip");
+    let key = format!("http://{}/flip", proxy.addr);
+    let ns = proxy.cache.raw("http").unwrap();
+    origin.state.flip.store(true, Ordering::SeqCst);
+    assert_eq!(get(&url, &[]).await.0, "MISS");
+    assert!(ns.get(&key).await.unwrap().is_none());
+    origin.state.flip.store(false, Ordering::SeqCst);
+    // Remembered as uncacheable, it is still fetched in a way that may store.
+    assert_eq!(get(&url, &[]).await.0, "MISS");
+    assert!(ns.get(&key).await.unwrap().is_some());
+}
+
+#[tokio::test]
 async fn concurrent_range_misses_make_one_origin_request() {
     let origin = Origin::start().await;
     let proxy = Proxy::start(&origin, "").await;
@@ -522,6 +556,15 @@ async fn a_range_of_what_cannot_be_stored_goes_to_the_origin_as_asked() {
             "{path}"
         );
     }
+    // Known uncacheable now: the next range goes to the origin as asked, with no
+    // whole representation fetched first.
+    origin.state.seq_ranges.lock().unwrap().clear();
+    let (_, status, _, part) = get(&proxy.url("/seq-nostore"), &[("range", "bytes=1-3")]).await;
+    assert_eq!((status, &part[..]), (206, &b"bcd"[..]));
+    assert_eq!(
+        *origin.state.seq_ranges.lock().unwrap(),
+        vec![Some("bytes=1-3".to_owned())]
+    );
     // A plain GET of the same is streamed through once, as before.
     let (x, status, _, body) = get(&proxy.url("/seq-big"), &[]).await;
     assert_eq!((x.as_str(), status, body.len()), ("MISS", 200, 2 << 20));

@@ -36,6 +36,9 @@ pub struct OriginState {
     pub last_accept_encoding: Mutex<Option<String>>,
     /// Last `Range` seen.
     pub last_range: Mutex<Option<String>>,
+    /// Requests to `/slow-nostore` being answered now, and the most there were.
+    pub in_flight: AtomicU64,
+    pub max_in_flight: AtomicU64,
     /// The `Range` of every request to a `/seq` path, in order.
     pub seq_ranges: Mutex<Vec<Option<String>>>,
 }
@@ -261,6 +264,13 @@ async fn any(State(st): State<Arc<OriginState>>, req: axum::extract::Request) ->
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(300)).await;
             resp(StatusCode::OK, &[cc("max-age=60")], format!("n={n}"))
+        }
+        "/slow-nostore" => {
+            let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            st.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            st.in_flight.fetch_sub(1, Ordering::SeqCst);
+            resp(StatusCode::OK, &[cc("no-store")], format!("n={n}"))
         }
         "/big" => resp(StatusCode::OK, &[cc("max-age=60")], "x".repeat(2 << 20)),
         "/json" => {
