@@ -26,6 +26,10 @@ const MAGIC: &[u8; 3] = b"SH1";
 /// Cache codec id of stored responses (application ids start at 16; 16 is the
 /// REST API's typed framing).
 pub const CODEC_HTTP: u8 = 17;
+/// Cache codec id of the record a primary key holds when its response varies on
+/// request fields: the names of those fields, comma-separated, lowercase. The
+/// variants themselves are stored under [`crate::key::variant_key`]s.
+pub const CODEC_VARY: u8 = 18;
 /// Most bodies one entry carries (identity plus each encoding).
 const MAX_BODIES: usize = 4;
 

@@ -115,16 +115,65 @@ pub fn cache_key(parts: &KeyParts<'_>, headers: &HeaderMap, rules: &KeyRules) ->
             if i > 0 {
                 k.push(',');
             }
-            for &b in v.as_bytes() {
-                if (0x21..0x7f).contains(&b) && b != b'%' {
-                    k.push(b as char);
-                } else {
-                    let _ = write!(k, "%{b:02X}");
-                }
-            }
+            push_escaped(&mut k, v.as_bytes());
         }
     }
     (k.len() <= MAX_KEY_LEN).then_some(k)
+}
+
+/// Marks where a variant's part of a key starts: a space and a colon, which no
+/// path, query or header name holds, so a variant key can neither collide with a
+/// primary key nor end one's prefix early.
+pub const VARIANT_MARK: &str = " vary:";
+
+/// The key of one `Vary` variant of the response stored under `key`: the request's
+/// values of the selecting fields, in the order given, after [`VARIANT_MARK`].
+/// `None` past [`MAX_KEY_LEN`].
+///
+/// ```
+/// use http::{HeaderName, HeaderValue};
+/// use strata_http::key::variant_key;
+///
+/// let origin = HeaderName::from_static("origin");
+/// let v = HeaderValue::from_static("https://a.example");
+/// assert_eq!(
+///     variant_key("http://api/x", [(&origin, Some(&v))]).as_deref(),
+///     Some("http://api/x vary: origin=https://a.example")
+/// );
+/// // A field the request did not send differs from one sent empty.
+/// assert_eq!(
+///     variant_key("http://api/x", [(&origin, None)]).as_deref(),
+///     Some("http://api/x vary: origin")
+/// );
+/// ```
+pub fn variant_key<'a>(
+    key: &str,
+    fields: impl IntoIterator<Item = (&'a HeaderName, Option<&'a http::HeaderValue>)>,
+) -> Option<String> {
+    let mut k = String::with_capacity(key.len() + 32);
+    k.push_str(key);
+    k.push_str(VARIANT_MARK);
+    for (name, value) in fields {
+        k.push(' ');
+        k.push_str(name.as_str());
+        if let Some(v) = value {
+            k.push('=');
+            push_escaped(&mut k, v.as_bytes());
+        }
+    }
+    (k.len() <= MAX_KEY_LEN).then_some(k)
+}
+
+/// Appends bytes outside visible ASCII (and `%`) escaped, so keys stay printable
+/// and a value cannot end a field early.
+fn push_escaped(k: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        if (0x21..0x7f).contains(&b) && b != b'%' {
+            k.push(b as char);
+        } else {
+            let _ = write!(k, "%{b:02X}");
+        }
+    }
 }
 
 #[cfg(test)]

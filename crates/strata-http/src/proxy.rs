@@ -30,7 +30,7 @@ use crate::cache_control::{RequestDirectives, ResponseDirectives};
 use crate::coalesce::{Flights, Outcome, Role};
 use crate::compress::{Compressor, Encoding};
 use crate::config::HttpConfig;
-use crate::entry::{Entry, CODEC_HTTP};
+use crate::entry::{Entry, CODEC_HTTP, CODEC_VARY};
 use crate::freshness::{self, unix_ms, NotStored, RouteRules, Timing, Usable};
 use crate::key::{self, KeyParts, KeyRules};
 use crate::metrics::{EncodingLabel, HttpMetrics, RouteMetrics, SourceLabel};
@@ -518,7 +518,16 @@ impl HttpCache {
                 // A URL with a host drops that host's copies only.
                 Some(host) => {
                     let keys = me.keys_for(&host, &pq);
-                    me.cache.invalidate(Invalidation::keys(ns, keys)).await?
+                    let mut dropped = 0;
+                    for k in &keys {
+                        // Its Vary variants, stored under keys that extend it.
+                        let variants = format!("{k}{}", key::VARIANT_MARK);
+                        dropped += me
+                            .cache
+                            .invalidate(Invalidation::prefix(ns, variants))
+                            .await?;
+                    }
+                    dropped + me.cache.invalidate(Invalidation::keys(ns, keys)).await?
                 }
                 None => me.cache.invalidate(Invalidation::tag(ns, tag)).await?,
             };
@@ -777,8 +786,23 @@ impl Inner {
     }
 
     /// Reads and decodes a stored response that matches the request's `Vary` fields.
+    /// A key whose response varies holds the names of the selecting fields; the
+    /// request's values of them then name the variant to read.
     async fn lookup(&self, key: &str, req: &HeaderMap) -> Option<Arc<Entry>> {
-        let hit = self.ns.get(key).await.ok()??;
+        let mut hit = self.ns.get(key).await.ok()??;
+        let mut variant = None;
+        if hit.codec == CODEC_VARY {
+            let names: Vec<HeaderName> = std::str::from_utf8(&hit.value)
+                .ok()?
+                .split(',')
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect();
+            let values: Vec<Option<HeaderValue>> =
+                names.iter().map(|n| vary_value(req, n)).collect();
+            let vk = key::variant_key(key, names.iter().zip(values.iter().map(Option::as_ref)))?;
+            hit = self.ns.get(&vk).await.ok()??;
+            variant = Some(vk);
+        }
         if hit.codec != CODEC_HTTP {
             return None;
         }
@@ -787,10 +811,26 @@ impl Inner {
             Ok(_) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "dropping a malformed stored response");
-                let _ = self.ns.delete(key).await;
+                let _ = self.ns.delete(variant.as_deref().unwrap_or(key)).await;
                 None
             }
         }
+    }
+
+    /// Where `e`, stored for `key`, lives: `key` itself, or its variant's key when
+    /// the response varies on fields other than `Accept-Encoding` (which selects
+    /// no variant: one identity body serves every encoding). `None` when the
+    /// variant's key would be too long to store.
+    fn storage_key(key: &str, e: &Entry) -> Option<String> {
+        let mut selecting = e
+            .vary
+            .iter()
+            .filter(|(n, _)| *n != header::ACCEPT_ENCODING)
+            .peekable();
+        if selecting.peek().is_none() {
+            return Some(key.to_owned());
+        }
+        key::variant_key(key, selecting.map(|(n, v)| (n, v.as_ref())))
     }
 
     /// Whether the request selects this stored response (RFC 9111 §4.1), with
@@ -954,9 +994,11 @@ impl Inner {
             if for_everyone {
                 self.flights.mark_uncacheable(key, now);
             }
-            if stale.is_some() {
+            if let Some(old) = &stale {
                 // The origin no longer lets this be shared: the old copy goes too.
-                let _ = self.ns.delete(key).await;
+                if let Some(at) = Self::storage_key(key, old) {
+                    let _ = self.ns.delete(&at).await;
+                }
             }
             if ranged && res.status() == StatusCode::OK {
                 drop(res);
@@ -1156,11 +1198,35 @@ impl Inner {
             tags: e.tags.clone(),
             version: None,
         };
-        match self
-            .ns
-            .set_encoded(&[(key, e.encode(), CODEC_HTTP)], &opts)
-            .await
-        {
+        let Some(at) = Self::storage_key(key, e) else {
+            return;
+        };
+        let stored = if at == key {
+            self.ns
+                .set_encoded(&[(key, e.encode(), CODEC_HTTP)], &opts)
+                .await
+        } else {
+            // Each variant under its own key, and the key itself says which
+            // fields pick one (RFC 9111 §4.1: a cache may hold several responses
+            // for one URL and selects by the request's values of the Vary fields).
+            let names = e
+                .vary
+                .iter()
+                .filter(|(n, _)| *n != header::ACCEPT_ENCODING)
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(",");
+            self.ns
+                .set_encoded(
+                    &[
+                        (&at, e.encode(), CODEC_HTTP),
+                        (key, Bytes::from(names), CODEC_VARY),
+                    ],
+                    &opts,
+                )
+                .await
+        };
+        match stored {
             Ok(()) => {
                 route.metrics.stored.inc();
             }

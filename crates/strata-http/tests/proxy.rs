@@ -175,6 +175,34 @@ async fn vary_selects_and_vary_star_is_never_stored() {
     let (x, _, _, b) = get(&proxy.url("/vary"), &en).await;
     assert_eq!(x, "MISS");
     assert!(b.starts_with(b"lang=en"));
+    // Each variant is kept: de is still there beside en, and a request without
+    // the field is a variant of its own.
+    for (h, want) in [(&de[..], "lang=de n=1"), (&en[..], "lang=en n=2")] {
+        let (x, _, _, b) = get(&proxy.url("/vary"), h).await;
+        assert_eq!((x.as_str(), &b[..]), ("HIT", want.as_bytes()));
+    }
+    assert_eq!(get(&proxy.url("/vary"), &[]).await.0, "MISS");
+    assert_eq!(get(&proxy.url("/vary"), &[]).await.0, "HIT");
+    assert_eq!(origin.state.hits("/vary"), 3);
+    // A purge of the URL on this host drops every variant.
+    let url = format!("http://{}/vary", proxy.addr);
+    let purge = strata_http::Purge {
+        urls: vec![url],
+        ..Default::default()
+    };
+    assert!(proxy.http.purge(&purge).await.unwrap() >= 3);
+    for h in [&de[..], &en[..], &[]] {
+        assert_eq!(get(&proxy.url("/vary"), h).await.0, "MISS");
+    }
+    // So does an unsafe request to it (every variant carries the URL's tag).
+    common::client()
+        .post(proxy.url("/vary"))
+        .send()
+        .await
+        .unwrap();
+    for h in [&de[..], &en[..], &[]] {
+        assert_eq!(get(&proxy.url("/vary"), h).await.0, "MISS");
+    }
     get(&proxy.url("/vary-star"), &[]).await;
     let (x, ..) = get(&proxy.url("/vary-star"), &[]).await;
     assert_eq!(x, "MISS");
