@@ -822,15 +822,11 @@ impl Inner {
     /// no variant: one identity body serves every encoding). `None` when the
     /// variant's key would be too long to store.
     fn storage_key(key: &str, e: &Entry) -> Option<String> {
-        let mut selecting = e
-            .vary
-            .iter()
-            .filter(|(n, _)| *n != header::ACCEPT_ENCODING)
-            .peekable();
-        if selecting.peek().is_none() {
+        let mut fields = selecting(e).peekable();
+        if fields.peek().is_none() {
             return Some(key.to_owned());
         }
-        key::variant_key(key, selecting.map(|(n, v)| (n, v.as_ref())))
+        key::variant_key(key, fields.map(|(n, v)| (n, v.as_ref())))
     }
 
     /// Whether the request selects this stored response (RFC 9111 §4.1), with
@@ -1209,10 +1205,7 @@ impl Inner {
             // Each variant under its own key, and the key itself says which
             // fields pick one (RFC 9111 §4.1: a cache may hold several responses
             // for one URL and selects by the request's values of the Vary fields).
-            let names = e
-                .vary
-                .iter()
-                .filter(|(n, _)| *n != header::ACCEPT_ENCODING)
+            let names = selecting(e)
                 .map(|(n, _)| n.as_str())
                 .collect::<Vec<_>>()
                 .join(",");
@@ -1657,6 +1650,12 @@ impl std::fmt::Write for StackText {
 /// A selecting field's value as `Vary` matching compares it (RFC 9111 §4.1): all
 /// lines combined, list members trimmed, so `1, 2`, ` 1,2 ` and two lines `1`
 /// and `2` select the same response. `None` if absent.
+/// The `Vary` fields of a stored response that select a variant: all but
+/// `Accept-Encoding`, since one identity body serves every encoding.
+fn selecting(e: &Entry) -> impl Iterator<Item = &(HeaderName, Option<HeaderValue>)> {
+    e.vary.iter().filter(|(n, _)| *n != header::ACCEPT_ENCODING)
+}
+
 fn vary_value(h: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
     let mut it = h.get_all(name).iter().peekable();
     it.peek()?;
