@@ -40,6 +40,7 @@ DASHBOARDS = {
             "histogram_quantile(0.99, sum by (route, le) (rate(strata_http_origin_duration_seconds_bucket[5m])))"], "{{route}}"),
         ("Coalesced waits/s", "ops", ["sum by (route) (rate(strata_http_coalesced_total[5m]))"], "{{route}}"),
         ("Responses stored/s", "ops", ["sum by (route) (rate(strata_http_stored_total[5m]))"], "{{route}}"),
+        ("Responses not stored/s, by reason", "ops", ["sum by (route, reason) (rate(strata_http_not_stored_total[5m]))"], "{{route}} {{reason}}"),
     ]),
     "strata-postgres": ("Strata: PostgreSQL", [
         ("Queries/s by kind", "qps", ["strata:pg_queries:rate5m"], "{{instance}} {{command}}"),

@@ -40,7 +40,8 @@ pub struct RouteRules {
     pub store_set_cookie: bool,
 }
 
-/// Why a response was not stored (for logs and the `X-Cache` detail).
+/// Why a response was not stored (for logs and the `reason` label of
+/// `strata_http_not_stored_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotStored {
     /// Only GET responses are stored.
@@ -60,6 +61,23 @@ pub enum NotStored {
     VaryStar,
     /// Nothing says how long it stays fresh and it has no validators.
     NoFreshness,
+}
+
+impl NotStored {
+    /// The metric label: `method`, `status`, `no_store`, `private`,
+    /// `authorization`, `set_cookie`, `vary_star`, `no_freshness`.
+    pub fn label(self) -> &'static str {
+        match self {
+            NotStored::Method => "method",
+            NotStored::Status => "status",
+            NotStored::NoStore => "no_store",
+            NotStored::Private => "private",
+            NotStored::Authorization => "authorization",
+            NotStored::SetCookie => "set_cookie",
+            NotStored::VaryStar => "vary_star",
+            NotStored::NoFreshness => "no_freshness",
+        }
+    }
 }
 
 /// When a stored response stops being usable as it is, and what may still be done.

@@ -34,6 +34,15 @@ pub struct ErrorLabels {
     pub kind: &'static str,
 }
 
+/// Route and why a response was not stored.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotStoredLabels {
+    /// Route name.
+    pub route: String,
+    /// [`crate::freshness::NotStored::label`], or `too_large`.
+    pub reason: &'static str,
+}
+
 /// Content coding.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EncodingLabel {
@@ -64,6 +73,7 @@ pub struct HttpMetrics {
     pub(crate) compressed_saved: Family<EncodingLabel, Counter>,
     pub(crate) invalidations: Family<SourceLabel, Counter>,
     pub(crate) stored: Family<RouteLabel, Counter>,
+    pub(crate) not_stored: Family<NotStoredLabels, Counter>,
 }
 
 impl Default for HttpMetrics {
@@ -77,6 +87,7 @@ impl Default for HttpMetrics {
             compressed_saved: Family::default(),
             invalidations: Family::default(),
             stored: Family::default(),
+            not_stored: Family::default(),
         }
     }
 }
@@ -125,6 +136,11 @@ impl HttpMetrics {
             "Responses written to the cache, by route.",
             self.stored.clone(),
         );
+        r.register(
+            "not_stored",
+            "Origin responses to cacheable requests that were not stored, by route and reason (no_store, private, set_cookie, too_large…).",
+            self.not_stored.clone(),
+        );
     }
 
     /// Handles on one route's series, made once so that a request touches
@@ -170,6 +186,18 @@ impl RouteMetrics {
     pub(crate) fn request(&self, index: usize, took: Duration) {
         self.requests[index].inc();
         self.duration[index].observe(took.as_secs_f64());
+    }
+
+    /// A fetched response not stored, and why (labels built on demand: only
+    /// misses that could not be stored pay for them).
+    pub(crate) fn not_stored(&self, reason: &'static str) {
+        self.families
+            .not_stored
+            .get_or_create(&NotStoredLabels {
+                route: self.route.clone(),
+                reason,
+            })
+            .inc();
     }
 
     /// An origin failure of `kind` (rare: labels built on demand).

@@ -980,6 +980,7 @@ impl Inner {
         );
         if let Err(why) = verdict {
             tracing::debug!(?why, "not storing");
+            route.metrics.not_stored(why.label());
             // What the response decides holds for the next requests too; this
             // request's own `no-store` or `Authorization` does not.
             let for_everyone = match why {
@@ -1009,6 +1010,7 @@ impl Inner {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.parse::<usize>().ok());
         if announced.is_some_and(|n| n > limit) {
+            route.metrics.not_stored("too_large");
             self.flights.mark_uncacheable(key, now);
             if ranged {
                 drop(res);
@@ -1021,6 +1023,7 @@ impl Inner {
         let body = match upstream::collect(body, limit, remaining).await {
             Ok(Collected::Complete(b)) => b,
             Ok(Collected::TooLarge(head_bytes, tail)) => {
+                route.metrics.not_stored("too_large");
                 self.flights.mark_uncacheable(key, now);
                 if ranged {
                     drop((head_bytes, tail));

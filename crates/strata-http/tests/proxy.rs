@@ -669,6 +669,12 @@ async fn large_bodies_stream_through_uncached() {
         assert_eq!((x.as_str(), s, b.len()), ("MISS", 200, 2 << 20));
     }
     assert_eq!(origin.state.hits("/big"), 2);
+    let mut reg = prometheus_client::registry::Registry::default();
+    proxy.http.register_metrics(&mut reg);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+    let line = "strata_http_not_stored_total{route=\"default\",reason=\"too_large\"} 2";
+    assert!(text.contains(line), "{text}");
 }
 
 #[tokio::test]
@@ -762,6 +768,9 @@ async fn routes_can_bypass_and_metrics_use_route_names() {
     get(&proxy.url("/fresh"), &[]).await;
     let (x, ..) = get(&proxy.url("/users/1"), &[]).await;
     assert_eq!(x, "BYPASS");
+    for pq in ["/nostore", "/nostore", "/private", "/cookie"] {
+        get(&proxy.url(pq), &[]).await;
+    }
     let mut reg = prometheus_client::registry::Registry::default();
     proxy.http.register_metrics(&mut reg);
     let mut text = String::new();
@@ -771,6 +780,12 @@ async fn routes_can_bypass_and_metrics_use_route_names() {
         "{text}"
     );
     assert!(text.contains("strata_http_requests_total{route=\"users\",cache=\"bypass\"} 1"));
+    // Why misses were not stored, counted by reason.
+    for (reason, n) in [("no_store", 2), ("private", 1), ("set_cookie", 1)] {
+        let line =
+            format!("strata_http_not_stored_total{{route=\"default\",reason=\"{reason}\"}} {n}");
+        assert!(text.contains(&line), "{line}\n{text}");
+    }
     assert!(!text.contains("/users/1"), "labels never carry URLs");
 }
 

@@ -133,8 +133,12 @@ async fn every_metric_rules_and_dashboards_use_is_in_a_real_scrape() {
     let redis = RedisServer::start().expect("redis-server");
     let pg = Postgres::start().expect("postgresql");
     let origin = {
-        let app =
-            axum::Router::new().fallback(|| async { ([("cache-control", "max-age=60")], "hello") });
+        let app = axum::Router::new()
+            .route(
+                "/api/mine",
+                axum::routing::get(|| async { ([("cache-control", "private")], "mine") }),
+            )
+            .fallback(|| async { ([("cache-control", "max-age=60")], "hello") });
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
@@ -155,8 +159,8 @@ async fn every_metric_rules_and_dashboards_use_is_in_a_real_scrape() {
         .await
         .unwrap();
     c.get(s.url("/v1/cache/user/1")).send().await.unwrap();
-    for _ in 0..2 {
-        c.get(format!("http://127.0.0.1:{http_port}/api/x"))
+    for path in ["/api/x", "/api/x", "/api/mine"] {
+        c.get(format!("http://127.0.0.1:{http_port}{path}"))
             .send()
             .await
             .unwrap();
