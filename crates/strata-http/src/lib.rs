@@ -6,7 +6,8 @@
 //! - [`cache_control`] and [`freshness`]: RFC 9111 decisions for a shared cache;
 //! - [`key`]: cache keys; [`route`]: route patterns;
 //! - [`entry`]: the stored response format; [`compress`]: negotiation and encoders;
-//! - [`coalesce`]: one origin request per key at a time;
+//! - [`coalesce`]: one origin request per key at a time, and none for keys
+//!   recently found uncacheable;
 //! - [`range`]: byte ranges served from stored responses;
 //! - [`upstream`]: the pooled origin client;
 //! - [`HttpCache`]: the proxy that composes them, with [`HttpCache::purge`].
@@ -16,6 +17,7 @@ pub mod coalesce;
 pub mod compress;
 pub mod config;
 pub mod entry;
+mod fields;
 pub mod freshness;
 pub mod key;
 mod layer;

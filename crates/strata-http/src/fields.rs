@@ -1,0 +1,372 @@
+//! Header fields the proxy adds, drops and compares: the names it sets on every
+//! request and response, the lists it filters by (hop-by-hop, override,
+//! conditional, cache-only), the small functions that apply them, and the values
+//! it writes (decimals, the timing text) without needless allocations.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::entry::Entry;
+use crate::freshness;
+
+// Names of the fields every proxied request or response gets, made once: a
+// `&str` name is parsed and classified on each use.
+pub(crate) static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+pub(crate) static X_PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
+pub(crate) static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static SURROGATE_CAPABILITY: HeaderName =
+    HeaderName::from_static("surrogate-capability");
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1) and the legacy ones proxies also drop.
+pub(crate) const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Request fields a client could use to make the origin build a response for
+/// something other than what the key says (cache poisoning); the proxy sets the
+/// forwarding fields itself and drops the override ones.
+pub(crate) const UNKEYED_OVERRIDES: &[&str] = &[
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-forwarded-prefix",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Request fields that make a conditional or partial request; a fetch meant for
+/// the cache asks for the whole representation and answers conditionals itself.
+pub(crate) const CONDITIONALS: &[&str] = &[
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "if-range",
+    "range",
+];
+
+/// Response fields meant for the cache, not the client.
+pub(crate) const CACHE_ONLY: &[&str] = &["cache-tag", "surrogate-key", "surrogate-control"];
+
+/// Of those, the ones a stored entry drops (it keeps `Surrogate-Control`, which a
+/// revalidation re-reads).
+pub(crate) const TAG_FIELDS: &[&str] = &["cache-tag", "surrogate-key"];
+
+/// Fields a 304 to the client carries (RFC 9110 §15.4.5).
+pub(crate) const NOT_MODIFIED_FIELDS: &[HeaderName] = &[
+    header::CACHE_CONTROL,
+    header::CONTENT_LOCATION,
+    header::DATE,
+    header::ETAG,
+    header::EXPIRES,
+    header::VARY,
+    header::AGE,
+    header::LAST_MODIFIED,
+];
+
+/// Fields a 304 from the origin may not change in the stored response.
+pub(crate) const NOT_UPDATED_BY_304: &[&str] = &[
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "content-range",
+    // Both identify the stored body, which a 304 does not replace.
+    "content-md5",
+    "etag",
+];
+
+/// A decimal field value (`Age`, `Content-Length`) in one allocation:
+/// `HeaderValue::from(u64)` builds a `BytesMut` and freezes it, two.
+pub(crate) fn decimal(n: u64) -> HeaderValue {
+    HeaderValue::from_bytes(itoa::Buffer::new().format(n).as_bytes())
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// A duration in whole microseconds (saturating; a request never takes 584,000
+/// years).
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Appends `n / 10^decimals` written with exactly `decimals` decimals
+/// (`1234, 3` → `1.234`, `5, 3` → `0.005`).
+pub(crate) fn push_decimal(s: &mut impl std::fmt::Write, n: u64, decimals: u32) {
+    let scale = 10u64.pow(decimals);
+    let mut digits = itoa::Buffer::new();
+    let _ = s.write_str(digits.format(n / scale));
+    let _ = s.write_char('.');
+    let frac = digits.format(n % scale);
+    for _ in frac.len()..decimals as usize {
+        let _ = s.write_char('0');
+    }
+    let _ = s.write_str(frac);
+}
+
+/// Text of a short header value, built without a heap allocation. Writes that
+/// would overflow it fail and leave it as it was; the longest value built here, a
+/// `Server-Timing` with two 20-digit durations, is 89 bytes (unit-tested below).
+pub(crate) struct StackText {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        StackText {
+            buf: [0; 128],
+            len: 0,
+        }
+    }
+}
+
+impl StackText {
+    pub(crate) fn value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(&self.buf[..self.len]).ok()
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dest = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dest.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// A selecting field's value as `Vary` matching compares it (RFC 9111 §4.1): all
+/// lines combined, list members trimmed, so `1, 2`, ` 1,2 ` and two lines `1`
+/// and `2` select the same response. `None` if absent.
+/// The `Vary` fields of a stored response that select a variant: all but
+/// `Accept-Encoding`, since one identity body serves every encoding.
+pub(crate) fn selecting(e: &Entry) -> impl Iterator<Item = &(HeaderName, Option<HeaderValue>)> {
+    e.vary.iter().filter(|(n, _)| *n != header::ACCEPT_ENCODING)
+}
+
+pub(crate) fn vary_value(h: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+    let mut it = h.get_all(name).iter().peekable();
+    it.peek()?;
+    let mut v: Vec<u8> = Vec::new();
+    for line in it {
+        for member in line.as_bytes().split(|b| *b == b',') {
+            if !v.is_empty() {
+                v.push(b',');
+            }
+            v.extend_from_slice(member.trim_ascii());
+        }
+    }
+    HeaderValue::from_bytes(&v).ok()
+}
+
+/// Whether the `Connection` field lines list `name` (a lowercase field name) as
+/// hop-by-hop (RFC 9110 §7.6.1). Scans in place: the usual `Connection:
+/// keep-alive` cost a `Vec` and a `String` per message when collected.
+pub(crate) fn listed_in(connection: &header::GetAll<'_, HeaderValue>, name: &str) -> bool {
+    connection
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(name))
+}
+
+/// Removes every field whose name `doomed` selects, in one pass over the names
+/// present. Most responses carry none of the fields a proxy drops, and a
+/// `remove` per candidate name parsed and hashed each of them: ~5% of a proxied
+/// request's user CPU (perf, docs/decisions.md).
+pub(crate) fn strip(h: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
+    let gone = h.keys().filter(|n| doomed(n.as_str())).cloned().collect();
+    remove_all(h, gone);
+}
+
+/// Removes the fields named; `gone` is empty, and so never allocated, when nothing
+/// matched, the common case.
+pub(crate) fn remove_all(h: &mut HeaderMap, gone: Vec<HeaderName>) {
+    for name in gone {
+        h.remove(name);
+    }
+}
+
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let connection = h.get_all(header::CONNECTION);
+    let gone = h
+        .keys()
+        .filter(|n| HOP_BY_HOP.contains(&n.as_str()) || listed_in(&connection, n.as_str()))
+        .cloned()
+        .collect();
+    remove_all(h, gone);
+}
+
+pub(crate) fn strip_cache_only(h: &mut HeaderMap) {
+    strip(h, |n| CACHE_ONLY.contains(&n));
+}
+
+pub(crate) fn add_vary(h: &mut HeaderMap, field: &str) {
+    let present = freshness::vary_names(h).any(|n| n == field || n == "*");
+    if !present {
+        h.append(
+            header::VARY,
+            HeaderValue::from_str(field).unwrap_or(HeaderValue::from_static("accept-encoding")),
+        );
+    }
+}
+
+/// A compressed body is a different representation: its `ETag` can only be weak.
+pub(crate) fn weaken_etag(h: &mut HeaderMap) {
+    if let Some(tag) = h.get(header::ETAG).cloned() {
+        if !tag.as_bytes().starts_with(b"W/") {
+            let mut v = b"W/".to_vec();
+            v.extend_from_slice(tag.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&v) {
+                h.insert(header::ETAG, v);
+            }
+        }
+    }
+}
+
+/// Whether a client's conditional GET/HEAD is satisfied by the stored response
+/// (RFC 9110 §13.1.2, §13.1.3, evaluated as §13.2.2 orders them).
+pub(crate) fn not_modified(req: &HeaderMap, e: &Entry) -> bool {
+    if e.status != StatusCode::OK {
+        return false;
+    }
+    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        let Some(etag) = e.headers.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+        let ours = opaque(etag);
+        return inm.split(',').any(|t| t.trim() == "*" || opaque(t) == ours);
+    }
+    if let Some(ims) = req
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| httpdate::parse_http_date(s.trim()).ok())
+    {
+        let lm = e
+            .headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| httpdate::parse_http_date(s.trim()).ok());
+        return lm.is_some_and(|lm| lm <= ims);
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::freshness::Timing;
+    use std::fmt::Write;
+
+    #[test]
+    fn client_conditionals() {
+        let mut h = HeaderMap::new();
+        h.insert("etag", "\"v1\"".parse().unwrap());
+        h.insert(
+            "last-modified",
+            "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
+        );
+        let e = Entry::new(StatusCode::OK, h, Timing::default());
+        let req = |k: &str, v: &str| {
+            let mut r = HeaderMap::new();
+            r.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+            r
+        };
+        assert!(not_modified(&req("if-none-match", "\"v0\", W/\"v1\""), &e));
+        assert!(not_modified(&req("if-none-match", "*"), &e));
+        assert!(!not_modified(&req("if-none-match", "\"v2\""), &e));
+        assert!(not_modified(
+            &req("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            &e
+        ));
+        assert!(!not_modified(
+            &req("if-modified-since", "Sat, 05 Nov 1994 08:49:37 GMT"),
+            &e
+        ));
+        assert!(!not_modified(&HeaderMap::new(), &e));
+    }
+
+    #[test]
+    fn vary_values_are_normalised() {
+        let mut a = HeaderMap::new();
+        a.insert("foo", " 1, 2 ".parse().unwrap());
+        let mut b = HeaderMap::new();
+        b.append("foo", "1".parse().unwrap());
+        b.append("foo", "2".parse().unwrap());
+        let foo = HeaderName::from_static("foo");
+        assert_eq!(vary_value(&a, &foo), vary_value(&b, &foo));
+        assert_eq!(vary_value(&a, &foo).unwrap(), "1,2");
+        assert_eq!(vary_value(&HeaderMap::new(), &foo), None);
+    }
+
+    #[test]
+    fn decimals_are_fixed_width() {
+        let cases = [
+            (0, 3, "0.000"),
+            (5, 3, "0.005"),
+            (1234, 3, "1.234"),
+            (1_000, 3, "1.000"),
+            (1_234_567, 6, "1.234567"),
+            (42, 6, "0.000042"),
+            (u64::MAX, 6, "18446744073709.551615"),
+        ];
+        for (n, d, want) in cases {
+            let mut s = String::from("x=");
+            push_decimal(&mut s, n, d);
+            assert_eq!(s, format!("x={want}"), "{n} with {d} decimals");
+        }
+        assert_eq!(micros(Duration::from_nanos(1_999)), 1);
+    }
+
+    #[test]
+    fn stack_text_holds_the_longest_timing_and_refuses_overflow() {
+        let mut t = StackText::default();
+        let _ = t.write_str("cache;desc=REVALIDATED, origin;dur=");
+        push_decimal(&mut t, u64::MAX, 3);
+        let _ = t.write_str(", total;dur=");
+        push_decimal(&mut t, u64::MAX, 3);
+        let longest = "cache;desc=REVALIDATED, origin;dur=18446744073709551.615, \
+                       total;dur=18446744073709551.615";
+        assert_eq!(t.value().unwrap(), longest);
+        let mut t = StackText::default();
+        assert!(t.write_str(&"x".repeat(128)).is_ok());
+        assert!(t.write_str("y").is_err());
+        assert_eq!(t.value().unwrap().len(), 128);
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_fields_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("content-type", "text/plain".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+}
