@@ -126,40 +126,58 @@ pub fn cache_key(parts: &KeyParts<'_>, headers: &HeaderMap, rules: &KeyRules) ->
 /// primary key nor end one's prefix early.
 pub const VARIANT_MARK: &str = " vary:";
 
-/// The key of one `Vary` variant of the response stored under `key`: the request's
-/// values of the selecting fields, in the order given, after [`VARIANT_MARK`].
-/// `None` past [`MAX_KEY_LEN`].
+/// The key of one `Vary` variant of the response stored under `key`: after
+/// [`VARIANT_MARK`], 128 bits of SHA-256 over the request's values of the
+/// selecting fields, in the order given. A digest, not the values: `Vary:
+/// Cookie` or `Vary: Authorization` would otherwise write session cookies and
+/// tokens into Redis key names in the clear (values, unlike keys, can be
+/// encrypted), and a digest keeps every variant key short. `None` past
+/// [`MAX_KEY_LEN`].
 ///
 /// ```
 /// use http::{HeaderName, HeaderValue};
 /// use strata_http::key::variant_key;
 ///
 /// let origin = HeaderName::from_static("origin");
-/// let v = HeaderValue::from_static("https://a.example");
-/// assert_eq!(
-///     variant_key("http://api/x", [(&origin, Some(&v))]).as_deref(),
-///     Some("http://api/x vary: origin=https://a.example")
-/// );
+/// let a = HeaderValue::from_static("https://a.example");
+/// let b = HeaderValue::from_static("https://b.example");
+/// let ka = variant_key("http://api/x", [(&origin, Some(&a))]).unwrap();
+/// assert!(ka.starts_with("http://api/x vary: ") && !ka.contains("a.example"));
+/// assert_eq!(ka.len(), "http://api/x vary: ".len() + 32);
+/// assert_ne!(Some(ka.clone()), variant_key("http://api/x", [(&origin, Some(&b))]));
 /// // A field the request did not send differs from one sent empty.
-/// assert_eq!(
-///     variant_key("http://api/x", [(&origin, None)]).as_deref(),
-///     Some("http://api/x vary: origin")
+/// let empty = HeaderValue::from_static("");
+/// assert_ne!(
+///     variant_key("http://api/x", [(&origin, None)]),
+///     variant_key("http://api/x", [(&origin, Some(&empty))])
 /// );
 /// ```
 pub fn variant_key<'a>(
     key: &str,
     fields: impl IntoIterator<Item = (&'a HeaderName, Option<&'a http::HeaderValue>)>,
 ) -> Option<String> {
-    let mut k = String::with_capacity(key.len() + 32);
+    // An injective encoding of the fields: name, NUL (names hold none), then a
+    // tag byte and, for a value, its length and bytes.
+    let mut canonical = Vec::with_capacity(64);
+    for (name, value) in fields {
+        canonical.extend_from_slice(name.as_str().as_bytes());
+        canonical.push(0);
+        match value {
+            Some(v) => {
+                canonical.push(1);
+                canonical.extend_from_slice(&(v.len() as u64).to_be_bytes());
+                canonical.extend_from_slice(v.as_bytes());
+            }
+            None => canonical.push(0),
+        }
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, &canonical);
+    let mut k = String::with_capacity(key.len() + VARIANT_MARK.len() + 33);
     k.push_str(key);
     k.push_str(VARIANT_MARK);
-    for (name, value) in fields {
-        k.push(' ');
-        k.push_str(name.as_str());
-        if let Some(v) = value {
-            k.push('=');
-            push_escaped(&mut k, v.as_bytes());
-        }
+    k.push(' ');
+    for b in &digest.as_ref()[..16] {
+        let _ = write!(k, "{b:02x}");
     }
     (k.len() <= MAX_KEY_LEN).then_some(k)
 }

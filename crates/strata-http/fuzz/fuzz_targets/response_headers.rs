@@ -69,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
             |v: Option<&HeaderValue>| strata_http::key::variant_key("http://h/p", [(&name, v)]);
         // None only past the longest key stored.
         if let (Some(ka), Some(kb)) = (key(Some(&va)), key(Some(&vb))) {
-            assert!(ka.starts_with("http://h/p vary: origin="), "{ka}");
+            assert!(ka.starts_with("http://h/p vary: "), "{ka}");
             assert_eq!(ka == kb, va == vb, "{ka} / {kb}");
             assert_ne!(Some(ka), key(None));
         }
