@@ -171,15 +171,36 @@ pub fn variant_key<'a>(
             None => canonical.push(0),
         }
     }
-    let digest = ring::digest::digest(&ring::digest::SHA256, &canonical);
     let mut k = String::with_capacity(key.len() + VARIANT_MARK.len() + 33);
     k.push_str(key);
     k.push_str(VARIANT_MARK);
     k.push(' ');
-    for b in &digest.as_ref()[..16] {
-        let _ = write!(k, "{b:02x}");
-    }
+    push_digest(&mut k, &canonical);
     (k.len() <= MAX_KEY_LEN).then_some(k)
+}
+
+/// The tag every variant of the response stored under `key` carries, so that
+/// purging one URL on one host drops its variants through the tag index instead
+/// of a scan of every key. A digest of `key`, since keys can be longer than a
+/// tag may be.
+///
+/// ```
+/// let t = strata_http::key::variants_tag("http://api/x");
+/// assert!(t.starts_with("variants:") && t.len() == "variants:".len() + 32);
+/// assert_ne!(t, strata_http::key::variants_tag("http://api/y"));
+/// ```
+pub fn variants_tag(key: &str) -> String {
+    let mut t = String::from("variants:");
+    push_digest(&mut t, key.as_bytes());
+    t
+}
+
+/// Appends 128 bits of SHA-256 of `data`, in hex.
+fn push_digest(out: &mut String, data: &[u8]) {
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
+    for b in &digest.as_ref()[..16] {
+        let _ = write!(out, "{b:02x}");
+    }
 }
 
 /// Appends bytes outside visible ASCII (and `%`) escaped, so keys stay printable

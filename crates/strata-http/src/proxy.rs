@@ -443,12 +443,9 @@ impl HttpCache {
                     let keys = me.keys_for(&host, &pq);
                     let mut dropped = 0;
                     for k in &keys {
-                        // Its Vary variants, stored under keys that extend it.
-                        let variants = format!("{k}{}", key::VARIANT_MARK);
-                        dropped += me
-                            .cache
-                            .invalidate(Invalidation::prefix(ns, variants))
-                            .await?;
+                        // Its Vary variants, by their tag (no scan).
+                        let tag = key::variants_tag(k);
+                        dropped += me.cache.invalidate(Invalidation::tag(ns, tag)).await?;
                     }
                     dropped + me.cache.invalidate(Invalidation::keys(ns, keys)).await?
                 }
@@ -1115,13 +1112,13 @@ impl Inner {
         if ttl.is_zero() {
             return;
         }
-        let opts = SetOptions {
+        let Some(at) = Self::storage_key(key, e) else {
+            return;
+        };
+        let mut opts = SetOptions {
             ttl: Some(ttl),
             tags: e.tags.clone(),
             version: None,
-        };
-        let Some(at) = Self::storage_key(key, e) else {
-            return;
         };
         let stored = if at == key {
             self.ns
@@ -1135,6 +1132,7 @@ impl Inner {
                 .map(|(n, _)| n.as_str())
                 .collect::<Vec<_>>()
                 .join(",");
+            opts.tags.push(key::variants_tag(key));
             self.ns
                 .set_encoded(
                     &[
