@@ -268,7 +268,9 @@ async fn any(State(st): State<Arc<OriginState>>, req: axum::extract::Request) ->
         "/slow-nostore" => {
             let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             st.max_in_flight.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Long enough that every request of a test's burst arrives while the
+            // first is still being answered, even on a loaded machine.
+            tokio::time::sleep(Duration::from_secs(1)).await;
             st.in_flight.fetch_sub(1, Ordering::SeqCst);
             resp(StatusCode::OK, &[cc("no-store")], format!("n={n}"))
         }
