@@ -153,8 +153,10 @@ pub(crate) enum Origin {
 }
 
 impl Origin {
-    async fn send(&self, req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+    /// Sends a request; `fresh` asks for a new connection to a remote origin.
+    async fn send(&self, req: Request<Body>, fresh: bool) -> Result<Response<Body>, UpstreamError> {
         match self {
+            Origin::Http(u) if fresh => u.send_fresh(req).await,
             Origin::Http(u) => u.send(req).await,
             Origin::Service(svc, timeout) => {
                 use tower::ServiceExt;
@@ -827,21 +829,24 @@ impl Inner {
         // A range miss fetches the whole representation (`origin_request` drops
         // `Range` for the cache), to store it and cut the range from it.
         let ranged = head.method == Method::GET && head.headers.contains_key(header::RANGE);
-        let mut oreq = self.origin_request(head, Body::empty(), true);
-        *oreq.method_mut() = Method::GET;
-        if let Some(old) = &stale {
-            if let Some(etag) = old.headers.get(header::ETAG) {
-                oreq.headers_mut()
-                    .insert(header::IF_NONE_MATCH, etag.clone());
+        let build = || {
+            let mut oreq = self.origin_request(head, Body::empty(), true);
+            *oreq.method_mut() = Method::GET;
+            if let Some(old) = &stale {
+                if let Some(etag) = old.headers.get(header::ETAG) {
+                    oreq.headers_mut()
+                        .insert(header::IF_NONE_MATCH, etag.clone());
+                }
+                if let Some(lm) = old.headers.get(header::LAST_MODIFIED) {
+                    oreq.headers_mut()
+                        .insert(header::IF_MODIFIED_SINCE, lm.clone());
+                }
             }
-            if let Some(lm) = old.headers.get(header::LAST_MODIFIED) {
-                oreq.headers_mut()
-                    .insert(header::IF_MODIFIED_SINCE, lm.clone());
-            }
-        }
+            oreq
+        };
         let request_time = unix_ms(SystemTime::now());
         let sent = Instant::now();
-        let result = self.upstream.send(oreq).await;
+        let result = self.send_repeatable(build(), || Some(build())).await;
         let took = sent.elapsed();
         ctx.origin = Some(took);
         route.metrics.origin.observe(took.as_secs_f64());
@@ -1380,14 +1385,30 @@ impl Inner {
             return res;
         }
         // A bodiless request (most of them) needs no limit, nor its allocation.
-        let body = if http_body::Body::is_end_stream(&body) {
+        let bodiless = http_body::Body::is_end_stream(&body);
+        let body = if bodiless {
             Body::empty()
         } else {
             Body::new(http_body_util::Limited::new(body, limit))
         };
+        // Safe to send twice (RFC 9110 §9.2.2) when there is no body to lose.
+        let repeatable = bodiless
+            && matches!(
+                head.method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::TRACE
+                    | Method::PUT
+                    | Method::DELETE
+            );
         let req = self.origin_request(head, body, false);
         let sent = Instant::now();
-        let result = self.upstream.send(req).await;
+        let result = self
+            .send_repeatable(req, || {
+                repeatable.then(|| self.origin_request(head, Body::empty(), false))
+            })
+            .await;
         let took = sent.elapsed();
         ctx.origin = Some(took);
         let route = &self.routes[head.route];
@@ -1404,6 +1425,28 @@ impl Inner {
                 upstream_error(&e)
             }
         }
+    }
+
+    /// Sends `req` to the origin. When it went out on a reused keep-alive
+    /// connection that the origin closed before answering (its idle timeout racing
+    /// the request), `again` builds the same request anew if it is safe to repeat,
+    /// and it goes out once more, on a new connection, as nginx retries a request
+    /// that failed on a cached upstream connection. Building anew costs nothing
+    /// until it is needed; keeping a copy of every request would cost the hot
+    /// path. At most two sends: an origin that drops the request itself is not
+    /// sent it again and again.
+    async fn send_repeatable(
+        &self,
+        req: Request<Body>,
+        again: impl Fn() -> Option<Request<Body>>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let result = self.upstream.send(req, false).await;
+        if matches!(result, Err(UpstreamError::Reused(_))) {
+            if let Some(req) = again() {
+                return self.upstream.send(req, true).await;
+            }
+        }
+        result
     }
 
     /// A range request whose whole representation came back but cannot be stored
@@ -1531,7 +1574,7 @@ fn upstream_error(e: &UpstreamError) -> Response<Body> {
             "the origin did not answer in time",
         ),
         UpstreamError::Connect(_) => plain(StatusCode::BAD_GATEWAY, "the origin is unreachable"),
-        UpstreamError::Protocol(_) => {
+        UpstreamError::Protocol(_) | UpstreamError::Reused(_) => {
             plain(StatusCode::BAD_GATEWAY, "the origin's response was broken")
         }
         UpstreamError::Service(_) => plain(StatusCode::BAD_GATEWAY, "the service failed"),

@@ -48,6 +48,12 @@ pub enum UpstreamError {
     /// The connection broke or the origin spoke nonsense.
     #[error("origin error: {0}")]
     Protocol(String),
+    /// A pooled keep-alive connection failed after the request went out and
+    /// before an answer came: most often the origin closing it for idleness just
+    /// as the request arrived. The caller may send a request that is safe to
+    /// repeat again; it will go out on another connection.
+    #[error("origin closed a reused connection before answering: {0}")]
+    Reused(String),
 }
 
 impl UpstreamError {
@@ -56,7 +62,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Connect(_) => "connect",
             UpstreamError::Timeout(_) => "timeout",
-            UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::Protocol(_) | UpstreamError::Reused(_) => "protocol",
             UpstreamError::Service(_) => "service",
         }
     }
@@ -275,13 +281,32 @@ impl Upstream {
 
     /// Sends a request; the response timeout bounds the wait for its head.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.send_pooled(req)).await {
+        self.send_within_timeout(req, false).await
+    }
+
+    /// Like [`Upstream::send`], on a new connection: for a request sent again
+    /// after [`UpstreamError::Reused`], which another pooled connection the origin
+    /// closed at the same moment could fail the same way.
+    pub async fn send_fresh(&self, req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+        self.send_within_timeout(req, true).await
+    }
+
+    async fn send_within_timeout(
+        &self,
+        req: Request<Body>,
+        fresh: bool,
+    ) -> Result<Response<Body>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.send_pooled(req, fresh)).await {
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
             Ok(r) => r,
         }
     }
 
-    async fn send_pooled(&self, mut req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+    async fn send_pooled(
+        &self,
+        mut req: Request<Body>,
+        fresh: bool,
+    ) -> Result<Response<Body>, UpstreamError> {
         // HTTP/1.1 to an origin: origin-form target, `Host` already set by the caller.
         if let Some(pq) = req.uri().path_and_query().cloned() {
             *req.uri_mut() = Uri::from(pq);
@@ -291,7 +316,8 @@ impl Upstream {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (mut sender, reused) = match self.pool.take() {
+            let pooled = if fresh { None } else { self.pool.take() };
+            let (mut sender, reused) = match pooled {
                 Some(s) => (s, true),
                 None => (self.connect().await?, false),
             };
@@ -312,6 +338,8 @@ impl Upstream {
                 }
                 Err(mut e) => match e.take_message() {
                     Some(back) if reused && attempts < 8 => req = back,
+                    // Sent, so not ours to repeat: the caller knows whether it may.
+                    None if reused => return Err(UpstreamError::Reused(error_chain(e.error()))),
                     _ => return Err(UpstreamError::Protocol(error_chain(e.error()))),
                 },
             }

@@ -110,6 +110,8 @@ async fn read_chunked(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
 /// - `/close`: the same, delimited by closing the connection;
 /// - `/once`: a short answer, then the connection is closed 20 ms later;
 /// - `/drop`: the connection is closed without an answer;
+/// - `/stale`: answered on a new connection, closed without an answer on one that
+///   served a request before (an origin's idle timeout racing a reused connection);
 /// - `/echo`: the length of the request body it received.
 async fn raw_origin() -> (SocketAddr, Arc<Seen>) {
     let seen = Arc::new(Seen::default());
@@ -123,7 +125,9 @@ async fn raw_origin() -> (SocketAddr, Arc<Seen>) {
             let st = st.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
+                let mut served = 0;
                 while let Some((method, path, body)) = read_request(&mut s, &mut buf).await {
+                    served += 1;
                     st.requests
                         .lock()
                         .unwrap()
@@ -176,6 +180,7 @@ async fn raw_origin() -> (SocketAddr, Arc<Seen>) {
                             return;
                         }
                         "/drop" => return,
+                        "/stale" if served > 1 => return,
                         _ => {
                             let b = body.len().to_string();
                             let head = format!(
@@ -256,6 +261,41 @@ async fn a_dropped_request_gets_502_and_is_never_repeated_more_than_once() {
     let r = c.post(proxy.url("/drop")).body("x").send().await.unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(seen.count("POST", "/drop"), 1, "a POST is never sent twice");
+}
+
+#[tokio::test]
+async fn a_repeatable_request_the_origin_dropped_on_a_reused_connection_is_sent_again() {
+    let (addr, seen) = raw_origin().await;
+    let proxy = proxy_for(addr).await;
+    let c = common::client();
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        // One pooled connection, then a request on it that the origin drops.
+        c.get(proxy.url("/len"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let r = c
+            .request(method.clone(), proxy.url("/stale"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{method}");
+        assert_eq!(seen.count(method.as_str(), "/stale"), 2, "{method}");
+    }
+    // With a body it cannot be sent again: the client hears of the failure.
+    c.get(proxy.url("/len"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let r = c.put(proxy.url("/stale")).body("b").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(seen.count("PUT", "/stale"), 1);
 }
 
 #[tokio::test]
