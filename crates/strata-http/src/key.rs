@@ -2,7 +2,7 @@
 //!
 //! Only what is in the key can select a stored response; everything else the client
 //! sends is either irrelevant to the origin's answer or stripped before the origin
-//! sees it (see [`crate::proxy`]), which is what keeps unkeyed headers from
+//! sees it (see the proxy module), which is what keeps unkeyed headers from
 //! poisoning the cache.
 //!
 //! ```
@@ -115,19 +115,25 @@ pub fn cache_key(parts: &KeyParts<'_>, headers: &HeaderMap, rules: &KeyRules) ->
             if i > 0 {
                 k.push(',');
             }
-            push_escaped(&mut k, v.as_bytes());
+            for &b in v.as_bytes() {
+                if (0x21..0x7f).contains(&b) && b != b'%' {
+                    k.push(b as char);
+                } else {
+                    let _ = write!(k, "%{b:02X}");
+                }
+            }
         }
     }
     (k.len() <= MAX_KEY_LEN).then_some(k)
 }
 
 /// Marks where a variant's part of a key starts: a space and a colon, which no
-/// path, query or header name holds, so a variant key can neither collide with a
-/// primary key nor end one's prefix early.
-pub const VARIANT_MARK: &str = " vary:";
+/// path, query or header name holds, so a variant key never equals a primary key.
+/// A prefix purge of a URL reaches its variants too.
+const VARIANT_MARK: &str = " vary:";
 
 /// The key of one `Vary` variant of the response stored under `key`: after
-/// [`VARIANT_MARK`], 128 bits of SHA-256 over the request's values of the
+/// ` vary: `, 128 bits of SHA-256 over the request's values of the
 /// selecting fields, in the order given. A digest, not the values: `Vary:
 /// Cookie` or `Vary: Authorization` would otherwise write session cookies and
 /// tokens into Redis key names in the clear (values, unlike keys, can be
@@ -200,18 +206,6 @@ fn push_digest(out: &mut String, data: &[u8]) {
     let digest = ring::digest::digest(&ring::digest::SHA256, data);
     for b in &digest.as_ref()[..16] {
         let _ = write!(out, "{b:02x}");
-    }
-}
-
-/// Appends bytes outside visible ASCII (and `%`) escaped, so keys stay printable
-/// and a value cannot end a field early.
-fn push_escaped(k: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        if (0x21..0x7f).contains(&b) && b != b'%' {
-            k.push(b as char);
-        } else {
-            let _ = write!(k, "%{b:02X}");
-        }
     }
 }
 

@@ -153,10 +153,8 @@ pub(crate) enum Origin {
 }
 
 impl Origin {
-    /// Sends a request; `fresh` asks for a new connection to a remote origin.
-    async fn send(&self, req: Request<Body>, fresh: bool) -> Result<Response<Body>, UpstreamError> {
+    async fn send(&self, req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
         match self {
-            Origin::Http(u) if fresh => u.send_fresh(req).await,
             Origin::Http(u) => u.send(req).await,
             Origin::Service(svc, timeout) => {
                 use tower::ServiceExt;
@@ -189,6 +187,20 @@ impl Origin {
         match self {
             Origin::Http(u) => u.uri_for(pq),
             Origin::Service(..) => pq.map_or(Uri::from_static("/"), |p| Uri::from(p.clone())),
+        }
+    }
+
+    /// Sends a request again after [`UpstreamError::Reused`], on a new connection,
+    /// within what is `left` of the response timeout (only a remote origin's
+    /// pooled connections fail that way).
+    async fn send_again(
+        &self,
+        req: Request<Body>,
+        left: Duration,
+    ) -> Result<Response<Body>, UpstreamError> {
+        match self {
+            Origin::Http(u) => u.send_fresh(req, left).await,
+            Origin::Service(..) => self.send(req).await,
         }
     }
 
@@ -905,7 +917,6 @@ impl Inner {
         );
         if let Err(why) = verdict {
             tracing::debug!(?why, "not storing");
-            route.metrics.not_stored(why.label());
             // What the response decides holds for the next requests too; this
             // request's own `no-store` or `Authorization` does not.
             let for_everyone = match why {
@@ -913,9 +924,7 @@ impl Inner {
                 NotStored::NoStore => res_cc.no_store,
                 _ => true,
             };
-            if for_everyone {
-                self.flights.mark_uncacheable(key, now);
-            }
+            self.not_stored(route, key, now, why.label(), for_everyone);
             if let Some(old) = &stale {
                 // The origin no longer lets this be shared: the old copy goes too.
                 if let Some(at) = Self::storage_key(key, old) {
@@ -935,8 +944,7 @@ impl Inner {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.parse::<usize>().ok());
         if announced.is_some_and(|n| n > limit) {
-            route.metrics.not_stored("too_large");
-            self.flights.mark_uncacheable(key, now);
+            self.not_stored(route, key, now, "too_large", true);
             if ranged {
                 drop(res);
                 return (self.range_from_origin(head, ctx).await, Outcome::Pass);
@@ -948,8 +956,7 @@ impl Inner {
         let body = match upstream::collect(body, limit, remaining).await {
             Ok(Collected::Complete(b)) => b,
             Ok(Collected::TooLarge(head_bytes, tail)) => {
-                route.metrics.not_stored("too_large");
-                self.flights.mark_uncacheable(key, now);
+                self.not_stored(route, key, now, "too_large", true);
                 if ranged {
                     drop((head_bytes, tail));
                     return (self.range_from_origin(head, ctx).await, Outcome::Pass);
@@ -1440,13 +1447,36 @@ impl Inner {
         req: Request<Body>,
         again: impl Fn() -> Option<Request<Body>>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let result = self.upstream.send(req, false).await;
+        let started = Instant::now();
+        let result = self.upstream.send(req).await;
         if matches!(result, Err(UpstreamError::Reused(_))) {
             if let Some(req) = again() {
-                return self.upstream.send(req, true).await;
+                // One response timeout for both sends, as the client sees one request.
+                let left = self
+                    .upstream
+                    .response_timeout()
+                    .saturating_sub(started.elapsed());
+                return self.upstream.send_again(req, left).await;
             }
         }
         result
+    }
+
+    /// A fetched response could not be stored: count it by `reason`, and when the
+    /// reason holds for every request (`for_everyone`), let the key's next
+    /// requests skip coalescing (coalesce.rs, hit-for-miss).
+    fn not_stored(
+        &self,
+        route: &Route,
+        key: &str,
+        now: u64,
+        reason: &'static str,
+        for_everyone: bool,
+    ) {
+        route.metrics.not_stored(reason);
+        if for_everyone {
+            self.flights.mark_uncacheable(key, now);
+        }
     }
 
     /// A range request whose whole representation came back but cannot be stored

@@ -284,11 +284,16 @@ impl Upstream {
         self.send_within_timeout(req, false).await
     }
 
-    /// Like [`Upstream::send`], on a new connection: for a request sent again
-    /// after [`UpstreamError::Reused`], which another pooled connection the origin
-    /// closed at the same moment could fail the same way.
-    pub async fn send_fresh(&self, req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
-        self.send_within_timeout(req, true).await
+    /// Like [`Upstream::send`], on a new connection and within what is `left` of
+    /// the response timeout: for a request sent again after
+    /// [`UpstreamError::Reused`], which another pooled connection the origin closed
+    /// at the same moment could fail the same way.
+    pub async fn send_fresh(
+        &self,
+        req: Request<Body>,
+        left: Duration,
+    ) -> Result<Response<Body>, UpstreamError> {
+        self.send_within(req, true, left).await
     }
 
     async fn send_within_timeout(
@@ -296,7 +301,16 @@ impl Upstream {
         req: Request<Body>,
         fresh: bool,
     ) -> Result<Response<Body>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.send_pooled(req, fresh)).await {
+        self.send_within(req, fresh, self.response_timeout).await
+    }
+
+    async fn send_within(
+        &self,
+        req: Request<Body>,
+        fresh: bool,
+        left: Duration,
+    ) -> Result<Response<Body>, UpstreamError> {
+        match tokio::time::timeout(left, self.send_pooled(req, fresh)).await {
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
             Ok(r) => r,
         }
