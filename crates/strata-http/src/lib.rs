@@ -19,6 +19,7 @@ pub mod config;
 pub mod entry;
 mod fields;
 pub mod freshness;
+pub mod h1;
 pub mod key;
 mod layer;
 mod metrics;

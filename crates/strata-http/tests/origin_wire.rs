@@ -199,8 +199,8 @@ async fn raw_origin() -> (SocketAddr, Arc<Seen>) {
 
 /// A request read to its end, so the proxy's next one goes out on the pooled
 /// connection it used.
-async fn pool_one(c: &reqwest::Client, proxy: &Proxy) {
-    c.get(proxy.url("/len"))
+async fn pool_one(c: &reqwest::Client, proxy: &Proxy, method: reqwest::Method) {
+    c.request(method, proxy.url("/len"))
         .send()
         .await
         .unwrap()
@@ -246,6 +246,16 @@ async fn a_pooled_connection_the_origin_closed_is_not_used() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(seen.count("POST", "/once"), 3);
+    // GETs go through strata's own HTTP/1.1 and a pool of their own. (Whether
+    // the closed connection is noticed before use is tested in h1.rs: a GET
+    // written to it would reach no one and be sent again, so the count here
+    // cannot tell.)
+    for _ in 0..3 {
+        let r = c.get(proxy.url("/once")).send().await.unwrap();
+        assert_eq!(r.text().await.unwrap(), "once");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen.count("GET", "/once"), 3);
 }
 
 #[tokio::test]
@@ -254,13 +264,13 @@ async fn a_dropped_request_gets_502_and_is_never_repeated_more_than_once() {
     let proxy = proxy_for(addr).await;
     let c = common::client();
     // A pooled connection first, so the next request goes out on a reused one.
-    pool_one(&c, &proxy).await;
+    pool_one(&c, &proxy, reqwest::Method::GET).await;
     let r = c.get(proxy.url("/drop")).send().await.unwrap();
     assert_eq!(r.status(), 502);
     // Dropped on a reused connection: sent once more, on a new one, which the
     // origin drops too; never a third time.
     assert_eq!(seen.count("GET", "/drop"), 2);
-    pool_one(&c, &proxy).await;
+    pool_one(&c, &proxy, reqwest::Method::POST).await;
     let r = c.post(proxy.url("/drop")).body("x").send().await.unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(seen.count("POST", "/drop"), 1, "a POST is never sent twice");
@@ -273,7 +283,7 @@ async fn a_repeatable_request_the_origin_dropped_on_a_reused_connection_is_sent_
     let c = common::client();
     for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
         // One pooled connection, then a request on it that the origin drops.
-        pool_one(&c, &proxy).await;
+        pool_one(&c, &proxy, method.clone()).await;
         let r = c
             .request(method.clone(), proxy.url("/stale"))
             .send()
@@ -283,7 +293,7 @@ async fn a_repeatable_request_the_origin_dropped_on_a_reused_connection_is_sent_
         assert_eq!(seen.count(method.as_str(), "/stale"), 2, "{method}");
     }
     // With a body it cannot be sent again: the client hears of the failure.
-    pool_one(&c, &proxy).await;
+    pool_one(&c, &proxy, reqwest::Method::PUT).await;
     let r = c.put(proxy.url("/stale")).body("b").send().await.unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(seen.count("PUT", "/stale"), 1);
