@@ -22,7 +22,7 @@ bench_setup
 SPORT=$(free_port); NPORT=$(free_port)
 
 # The value: 885 bytes of JSON-like text.
-python3 -c 'import json; e = json.dumps({"id": 42, "name": "Ada Lovelace", "bio": ""}); print(json.dumps({"id": 42, "name": "Ada Lovelace", "bio": "x" * (885 - len(e))}), end="")' > "$work/value.json"
+json_885 > "$work/value.json"
 test "$(wc -c < "$work/value.json")" -eq 885
 
 # strata

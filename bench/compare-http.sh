@@ -42,26 +42,8 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 bench_setup
 OPORT=$(free_port); NPORT=$(free_port); SPORT=$(free_port); APORT=$(free_port)
 
-python3 -c 'import json; e = json.dumps({"id": 42, "name": "Ada Lovelace", "bio": ""}); print(json.dumps({"id": 42, "name": "Ada Lovelace", "bio": "x" * (885 - len(e))}), end="")' > "$work/item"
-test "$(wc -c < "$work/item")" -eq 885
-mkdir -p "$work/www/nocache" "$work/nginx" "$work/origin" "$work/cache"
-cp "$work/item" "$work/www/item"; cp "$work/item" "$work/www/nocache/item"
-chmod -R a+rX "$work"
-
-cat > "$work/origin.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/origin/nginx.pid;
-error_log $work/origin/error.log warn;
-events { worker_connections 1024; }
-http {
-$(nginx_http_common "$work")
-  server {
-    listen 127.0.0.1:$OPORT;
-    location / { root $work/www; default_type application/json; add_header Cache-Control "max-age=3600"; }
-  }
-}
-CONF
+http_origin_setup "$work" "$OPORT"
+mkdir -p "$work/cache"
 cat > "$work/proxy.conf" <<CONF
 worker_processes auto;
 daemon off;

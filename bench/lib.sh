@@ -94,3 +94,34 @@ nginx_http_common() {
   scgi_temp_path $1/nginx;
 CONF
 }
+
+# The 885-byte JSON document every HTTP benchmark serves, on standard output.
+json_885() {
+  python3 -c 'import json; e = json.dumps({"id": 42, "name": "Ada Lovelace", "bio": ""}); print(json.dumps({"id": 42, "name": "Ada Lovelace", "bio": "x" * (885 - len(e))}), end="")'
+}
+
+# The origin the HTTP proxy benchmarks sit in front of: $1/origin.conf, one nginx
+# worker on port $2 serving $1/www with `Cache-Control: max-age=3600`, where
+# /item and /nocache/item are json_885 (also left in $1/item).
+http_origin_setup() {
+  local work=$1 port=$2
+  json_885 > "$work/item"
+  test "$(wc -c < "$work/item")" -eq 885
+  mkdir -p "$work/www/nocache" "$work/nginx" "$work/origin"
+  cp "$work/item" "$work/www/item"; cp "$work/item" "$work/www/nocache/item"
+  chmod -R a+rX "$work"
+  cat > "$work/origin.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/origin/nginx.pid;
+error_log $work/origin/error.log warn;
+events { worker_connections 1024; }
+http {
+$(nginx_http_common "$work")
+  server {
+    listen 127.0.0.1:$port;
+    location / { root $work/www; default_type application/json; add_header Cache-Control "max-age=3600"; }
+  }
+}
+CONF
+}

@@ -5,9 +5,9 @@
 //!
 //! Why: hyper's client drives each connection from a task of its own, so a request
 //! goes to that task through a channel, and the response head and every body frame
-//! come back through others, each a wake-up and a task poll. Doing without them saved
-//! 3-4 µs of user CPU per pass-through request, which is what the proxy's added
-//! latency was over its target (docs/decisions.md, "The origin client").
+//! come back through others, each a wake-up and a task poll. Doing without them took
+//! 2-3 µs of user CPU and 5.5-6.5 µs of added latency off a pass-through request
+//! (docs/decisions.md, "Bodiless GETs and HEADs to the origin").
 //!
 //! What is parsed by hand is small, and the parsing of heads and chunk sizes is
 //! httparse's, the parser inside hyper. The framing rules are RFC 9112 §6.3's, and
@@ -719,9 +719,14 @@ struct OriginBody {
 
 impl OriginBody {
     fn release(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
             if self.keep_alive && conn.buf.is_empty() {
                 if let Some(pool) = self.pool.upgrade() {
+                    // An idle connection keeps no large buffer: up to 256 of them wait.
+                    if conn.read_size > MIN_READ {
+                        conn.buf = BytesMut::new();
+                        conn.read_size = MIN_READ;
+                    }
                     pool.put(conn);
                 }
             }
