@@ -180,46 +180,89 @@ pub(crate) fn vary_value(h: &HeaderMap, name: &HeaderName) -> Option<HeaderValue
     HeaderValue::from_bytes(&v).ok()
 }
 
-/// Whether the `Connection` field lines list `name` (a lowercase field name) as
-/// hop-by-hop (RFC 9110 §7.6.1). Scans in place: the usual `Connection:
-/// keep-alive` cost a `Vec` and a `String` per message when collected.
-pub(crate) fn listed_in(connection: &header::GetAll<'_, HeaderValue>, name: &str) -> bool {
-    connection
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(name))
+/// The field names a message's `Connection` lines list as hop-by-hop (RFC 9110
+/// §7.6.1), beyond those [`HOP_BY_HOP`] drops anyway. Read once per message: the
+/// usual `Connection: keep-alive` or `close` lists no other field, so such a
+/// message allocates nothing and each of its fields is checked against an empty
+/// list. Scanning the field lines again for each field was ~9% of a pass-through
+/// request's user-space instructions (bench/ir-pass.sh, docs/decisions.md).
+pub(crate) struct ConnectionListed<'a> {
+    names: Vec<&'a str>,
+    /// `close` was listed; `Close` is a reserved field name (RFC 9110 §18.4), so
+    /// a field of that name goes too.
+    close: bool,
 }
 
-/// Removes every field whose name `doomed` selects, in one pass over the names
-/// present. Most responses carry none of the fields a proxy drops, and a
-/// `remove` per candidate name parsed and hashed each of them: ~5% of a proxied
-/// request's user CPU (perf, docs/decisions.md).
-pub(crate) fn strip(h: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
-    let gone = h.keys().filter(|n| doomed(n.as_str())).cloned().collect();
-    remove_all(h, gone);
+impl<'a> ConnectionListed<'a> {
+    pub(crate) fn of(h: &'a HeaderMap) -> Self {
+        let mut listed = ConnectionListed {
+            names: Vec::new(),
+            close: false,
+        };
+        for line in h.get_all(header::CONNECTION) {
+            // A line that is not text names no field anyone could send.
+            let Ok(line) = line.to_str() else { continue };
+            for t in line.split(',').map(str::trim) {
+                if t.eq_ignore_ascii_case("close") {
+                    listed.close = true;
+                } else if !t.is_empty() && !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h)) {
+                    listed.names.push(t);
+                }
+            }
+        }
+        listed
+    }
+
+    /// Whether `name` (a lowercase field name) is listed.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        (self.close && name == "close") || self.names.iter().any(|t| t.eq_ignore_ascii_case(name))
+    }
 }
 
-/// Removes the fields named; `gone` is empty, and so never allocated, when nothing
-/// matched, the common case.
-pub(crate) fn remove_all(h: &mut HeaderMap, gone: Vec<HeaderName>) {
+/// Removes every field whose name `doomed` selects. Most messages carry none of
+/// the fields a proxy drops: one pass over the names present finds that out, and
+/// only a message that has some pays for a list of them. (A `remove` per
+/// candidate name parsed and hashed each one: ~5% of a proxied request's user
+/// CPU, perf, docs/decisions.md.)
+pub(crate) fn strip(h: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    if !h.keys().any(&doomed) {
+        return;
+    }
+    let gone: Vec<HeaderName> = h.keys().filter(|n| doomed(n)).cloned().collect();
     for name in gone {
         h.remove(name);
     }
 }
 
+/// Whether `name` is one of the [`HOP_BY_HOP`] fields; compares the standard
+/// names as the `http` crate's constants, without spelling them out.
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == "keep-alive"
+        || name == "proxy-connection"
+}
+
+/// Removes the hop-by-hop fields: the standard ones and those `Connection` lists.
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let connection = h.get_all(header::CONNECTION);
-    let gone = h
-        .keys()
-        .filter(|n| HOP_BY_HOP.contains(&n.as_str()) || listed_in(&connection, n.as_str()))
-        .cloned()
-        .collect();
-    remove_all(h, gone);
+    let listed = ConnectionListed::of(h);
+    let doomed = |n: &HeaderName| is_hop_by_hop(n) || listed.contains(n.as_str());
+    if !h.keys().any(doomed) {
+        return;
+    }
+    let gone: Vec<HeaderName> = h.keys().filter(|n| doomed(n)).cloned().collect();
+    for name in gone {
+        h.remove(name);
+    }
 }
 
 pub(crate) fn strip_cache_only(h: &mut HeaderMap) {
-    strip(h, |n| CACHE_ONLY.contains(&n));
+    strip(h, |n| CACHE_ONLY.contains(&n.as_str()));
 }
 
 pub(crate) fn add_vary(h: &mut HeaderMap, field: &str) {
@@ -367,6 +410,46 @@ mod tests {
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert("content-type", "text/plain".parse().unwrap());
         strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn connection_lists_are_read_once_whatever_their_form() {
+        let mut h = HeaderMap::new();
+        h.append("connection", "Keep-Alive".parse().unwrap());
+        h.append("connection", " X-A ,, x-b".parse().unwrap());
+        h.append("connection", "Close".parse().unwrap());
+        let listed = ConnectionListed::of(&h);
+        assert!(listed.contains("x-a") && listed.contains("x-b") && listed.contains("close"));
+        assert!(!listed.contains("x-c") && !listed.contains("content-type"));
+        // Names hop-by-hop anyway take no room in the list.
+        assert_eq!(listed.names, ["X-A", "x-b"]);
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive".parse().unwrap());
+        assert!(!ConnectionListed::of(&h).contains("close"));
+    }
+
+    #[test]
+    fn the_hop_by_hop_test_and_list_agree() {
+        for name in HOP_BY_HOP {
+            assert!(is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["content-length", "x-connection", "keep-alive2", "via"] {
+            assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_doomed_field_goes() {
+        let mut h = HeaderMap::new();
+        for i in 0..20 {
+            h.insert(
+                HeaderName::try_from(format!("x-drop-{i}")).unwrap(),
+                "1".parse().unwrap(),
+            );
+        }
+        h.insert("content-type", "text/plain".parse().unwrap());
+        strip(&mut h, |n| n.as_str().starts_with("x-drop-"));
         assert_eq!(h.len(), 1);
     }
 }

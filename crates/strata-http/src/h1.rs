@@ -32,12 +32,12 @@ use std::task::{ready, Context, Poll, Waker};
 
 use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
-use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::fields::{is_hop_by_hop, strip_hop_by_hop};
 use crate::upstream::{Pool, UpstreamError};
 
 /// Most bytes in a response head (status line and fields). nginx refuses heads
@@ -76,7 +76,10 @@ pub struct Head {
     pub reason: Option<Bytes>,
     /// HTTP/1.0 or HTTP/1.1.
     pub version: Version,
-    /// The fields, in order; values share the read buffer.
+    /// The end-to-end fields, in order; values share the read buffer. Hop-by-hop
+    /// fields (RFC 9110 §7.6.1), the standard ones and those `Connection` lists,
+    /// describe this connection, not the response: they are read for the framing
+    /// and left out, so a proxy relays the map as it is.
     pub headers: HeaderMap,
     /// How the body is delimited.
     pub framing: Framing,
@@ -137,9 +140,19 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
             if framing.drop_length && name == http::header::CONTENT_LENGTH {
                 continue;
             }
+            // Left out here rather than removed later: a removal hashes the name
+            // and shifts the map (with the `Connection` scan, ~4% of a
+            // pass-through request's instructions, bench/ir-pass.sh). When
+            // `Connection` lists other fields it stays until they are found.
+            if !framing.lists_fields && is_hop_by_hop(&name) {
+                continue;
+            }
             let value = HeaderValue::from_maybe_shared(head.slice(range(value)))
                 .map_err(|_| format!("the origin's {name} field has an invalid value"))?;
             headers.append(name, value);
+        }
+        if framing.lists_fields {
+            strip_hop_by_hop(&mut headers);
         }
         let no_body =
             head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
@@ -185,6 +198,9 @@ struct FramingFields {
     /// `Content-Length` is overridden by `Transfer-Encoding` and must not reach
     /// the client beside a body framed otherwise.
     drop_length: bool,
+    /// `Connection` lists something besides `close` and `keep-alive`: a field
+    /// name, which must then go too (rare; the head is then stripped whole).
+    lists_fields: bool,
 }
 
 fn parse_one(
@@ -235,7 +251,7 @@ fn parse_one(
         .unwrap_or((0, 0));
     let mut lengths = Lengths::default();
     let mut transfer_encoding = None;
-    let (mut close, mut keep_alive) = (false, false);
+    let (mut close, mut keep_alive, mut lists_fields) = (false, false, false);
     for (i, h) in res.headers.iter().enumerate() {
         fields[i] = match (span(h.name.as_bytes()), span(h.value)) {
             (Some(name), Some(value)) => (name, value),
@@ -251,8 +267,13 @@ fn parse_one(
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
             for t in tokens(h.value) {
-                close |= t.eq_ignore_ascii_case(b"close");
-                keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                let (c, k) = (
+                    t.eq_ignore_ascii_case(b"close"),
+                    t.eq_ignore_ascii_case(b"keep-alive"),
+                );
+                close |= c;
+                keep_alive |= k;
+                lists_fields |= !c && !k;
             }
         }
     }
@@ -266,6 +287,7 @@ fn parse_one(
             kind: Framing::Close,
             keep_alive: false,
             drop_length: true,
+            lists_fields,
         },
         Some(chunked) => FramingFields {
             kind: if chunked {
@@ -276,6 +298,7 @@ fn parse_one(
             // Both fields: a sign of an attempt at response splitting (§6.3).
             keep_alive: persistent && lengths.seen == 0,
             drop_length: true,
+            lists_fields,
         },
         None => FramingFields {
             kind: match lengths.value()? {
@@ -284,6 +307,7 @@ fn parse_one(
             },
             keep_alive: persistent,
             drop_length: false,
+            lists_fields,
         },
     };
     Ok(Some(Parsed {
@@ -598,7 +622,11 @@ impl Conn {
     /// Writes a bodiless request and reads its response head. `reused`: the
     /// connection carried an earlier request, so its end before any answer is
     /// [`UpstreamError::Reused`] (most often the origin's idle timeout).
-    pub(crate) async fn request(&mut self, req: &Parts, reused: bool) -> Result<Head, Failed> {
+    pub(crate) async fn request(
+        &mut self,
+        req: &RequestHead<'_>,
+        reused: bool,
+    ) -> Result<Head, Failed> {
         write_head(&mut self.out, req);
         let written = async {
             self.io.write_all(&self.out).await?;
@@ -685,8 +713,17 @@ impl Conn {
     }
 }
 
+/// What [`Conn::request`] writes: an
+/// [`OriginRequest`](crate::upstream::OriginRequest) without its body (which is
+/// empty, and not `Sync`, so a borrow of it could not be held across an await).
+pub(crate) struct RequestHead<'a> {
+    pub(crate) method: &'a http::Method,
+    pub(crate) uri: &'a http::Uri,
+    pub(crate) fields: &'a [(HeaderName, HeaderValue)],
+}
+
 /// The request line and fields, in origin form (the target is the path and query).
-fn write_head(out: &mut Vec<u8>, req: &Parts) {
+fn write_head(out: &mut Vec<u8>, req: &RequestHead<'_>) {
     out.clear();
     let target = req
         .uri
@@ -698,7 +735,7 @@ fn write_head(out: &mut Vec<u8>, req: &Parts) {
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &req.headers {
+    for (name, value) in req.fields {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -919,6 +956,24 @@ mod tests {
     }
 
     #[test]
+    fn hop_by_hop_fields_are_left_out() {
+        let h = head("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        let names: Vec<_> = h.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-length", "x-a"]);
+        assert!(h.keep_alive);
+        // Fields `Connection` lists go too, whatever the order of the lines.
+        let h = head("HTTP/1.1 200 OK\r\nX-B: 2\r\nConnection: X-B, close\r\nUpgrade: h2c\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        let mut names: Vec<_> = h.headers.keys().map(|n| n.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["content-length", "x-a"]);
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
     fn a_length_overridden_by_transfer_encoding_is_dropped() {
         let h = head(
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
@@ -927,7 +982,9 @@ mod tests {
         .unwrap();
         assert!(h.headers.get("content-length").is_none());
         assert_eq!(h.headers["x-a"], "1");
-        assert_eq!(h.headers["transfer-encoding"], "chunked");
+        assert_eq!(h.framing, Framing::Chunked);
+        // The framing is the connection's: it does not reach a client.
+        assert!(h.headers.get("transfer-encoding").is_none());
     }
 
     #[test]
@@ -1043,15 +1100,21 @@ mod tests {
 
     #[test]
     fn requests_are_written_in_origin_form() {
-        let (req, _) = http::Request::get("http://o.example:81/a/b?x=1")
-            .header("host", "o.example:81")
-            .header("x-many", "1")
-            .header("x-many", "2")
-            .body(())
-            .unwrap()
-            .into_parts();
+        let mut req = crate::upstream::OriginRequest::new(
+            http::Method::GET,
+            "http://o.example:81/a/b?x=1".parse().unwrap(),
+        );
+        for (name, value) in [("host", "o.example:81"), ("x-many", "1"), ("x-many", "2")] {
+            req.fields
+                .push((name.parse().unwrap(), value.parse().unwrap()));
+        }
         let mut out = Vec::new();
-        write_head(&mut out, &req);
+        let head = RequestHead {
+            method: &req.method,
+            uri: &req.uri,
+            fields: &req.fields,
+        };
+        write_head(&mut out, &head);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /a/b?x=1 HTTP/1.1\r\nhost: o.example:81\r\nx-many: 1\r\nx-many: 2\r\n\r\n"

@@ -12,6 +12,7 @@
 //! assert_eq!(normalize_query("utm=x&page=2", Some(&only)), "page=2");
 //! ```
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use http::{HeaderMap, HeaderName};
@@ -61,7 +62,19 @@ pub fn normalize_query(q: &str, only: Option<&Vec<String>>) -> String {
 
 /// Lowercases a `Host` value and drops the default port; `None` if it is not a
 /// plausible host (the request is then refused rather than keyed on garbage).
+///
+/// ```
+/// use strata_http::key::normalize_host;
+/// assert_eq!(normalize_host("API.Example:80").unwrap(), "api.example");
+/// assert!(normalize_host("a b").is_none());
+/// ```
 pub fn normalize_host(host: &str) -> Option<String> {
+    normalized_host(host).map(Cow::into_owned)
+}
+
+/// [`normalize_host`] without a copy when the host is normal already, as most
+/// are.
+pub fn normalized_host(host: &str) -> Option<Cow<'_, str>> {
     let ok = !host.is_empty()
         && host.len() <= 255
         && host.bytes().all(|b| {
@@ -70,8 +83,11 @@ pub fn normalize_host(host: &str) -> Option<String> {
     if !ok {
         return None;
     }
-    let h = host.to_ascii_lowercase();
-    Some(h.strip_suffix(":80").map(str::to_owned).unwrap_or(h))
+    let bare = host.strip_suffix(":80").unwrap_or(host);
+    if bare.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Some(Cow::Owned(bare.to_ascii_lowercase()));
+    }
+    Some(Cow::Borrowed(bare))
 }
 
 /// The parts of a request a key is built from.
@@ -246,6 +262,17 @@ mod tests {
         );
         assert!(normalize_host("a b").is_none());
         assert!(normalize_host("").is_none());
+        assert!(matches!(
+            normalized_host("api.example:8080"),
+            Some(Cow::Borrowed(_))
+        ));
+        assert!(matches!(
+            normalized_host("api.example:80"),
+            Some(Cow::Borrowed("api.example"))
+        ));
+        assert!(
+            matches!(normalized_host("API.example"), Some(Cow::Owned(h)) if h == "api.example")
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -32,9 +33,9 @@ use crate::compress::{Compressor, Encoding};
 use crate::config::HttpConfig;
 use crate::entry::{Entry, CODEC_HTTP, CODEC_VARY};
 use crate::fields::{
-    add_vary, decimal, listed_in, micros, not_modified, push_decimal, selecting, strip,
-    strip_cache_only, strip_hop_by_hop, vary_value, weaken_etag, StackText, CONDITIONALS,
-    HOP_BY_HOP, NOT_MODIFIED_FIELDS, NOT_UPDATED_BY_304, SERVER_TIMING, SURROGATE_CAPABILITY,
+    add_vary, decimal, is_hop_by_hop, micros, not_modified, push_decimal, selecting, strip,
+    strip_cache_only, strip_hop_by_hop, vary_value, weaken_etag, ConnectionListed, StackText,
+    CONDITIONALS, NOT_MODIFIED_FIELDS, NOT_UPDATED_BY_304, SERVER_TIMING, SURROGATE_CAPABILITY,
     TAG_FIELDS, UNKEYED_OVERRIDES, X_CACHE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
     X_PROCESS_TIME,
 };
@@ -43,7 +44,7 @@ use crate::key::{self, KeyParts, KeyRules};
 use crate::metrics::{EncodingLabel, HttpMetrics, RouteMetrics, SourceLabel};
 use crate::range::{self, Ranged};
 use crate::route::{Params, Pattern, PatternTable, Trigger};
-use crate::upstream::{self, Collected, Upstream, UpstreamError};
+use crate::upstream::{self, Collected, OriginRequest, Upstream, UpstreamError};
 
 /// The client's address, inserted into request extensions by whoever accepts the
 /// connection; it becomes `X-Forwarded-For`.
@@ -132,9 +133,19 @@ struct Head {
     headers: HeaderMap,
     peer: Option<SocketAddr>,
     peer_ip: Option<HeaderValue>,
-    host: String,
+    /// The normalised host (see [`Head::host`]): usually the client's `Host`
+    /// field as it came, shared rather than copied.
+    host: HeaderValue,
     route: usize,
     params: Params,
+}
+
+impl Head {
+    /// The normalised host (lowercase, no default port).
+    fn host(&self) -> &str {
+        // Made from a valid host name, so always text.
+        self.host.to_str().unwrap_or("")
+    }
 }
 
 #[derive(Default)]
@@ -153,11 +164,12 @@ pub(crate) enum Origin {
 }
 
 impl Origin {
-    async fn send(&self, req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+    async fn send(&self, req: OriginRequest) -> Result<Response<Body>, UpstreamError> {
         match self {
             Origin::Http(u) => u.send(req).await,
             Origin::Service(svc, timeout) => {
                 use tower::ServiceExt;
+                let req = req.into_request();
                 match tokio::time::timeout(*timeout, svc.clone().oneshot(req)).await {
                     Err(_) => Err(UpstreamError::Timeout(*timeout)),
                     Ok(Ok(res)) => Ok(res),
@@ -195,7 +207,7 @@ impl Origin {
     /// pooled connections fail that way).
     async fn send_again(
         &self,
-        req: Request<Body>,
+        req: OriginRequest,
         left: Duration,
     ) -> Result<Response<Body>, UpstreamError> {
         match self {
@@ -404,11 +416,36 @@ impl HttpCache {
         self.inner.metrics.register(registry);
     }
 
-    /// Answers one request: from the cache, from the origin, or both.
+    /// Answers one request: from the cache, from the origin, or both. The client's
+    /// address, for `X-Forwarded-For`, is read from the request's extensions
+    /// ([`ClientAddr`], [`ClientIp`]), where a tower stack puts what it knows.
     pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let peer = req.extensions().get::<ClientAddr>().map(|c| c.0);
+        let ip = req.extensions().get::<ClientIp>().map(|c| c.0.clone());
+        self.handle_from(req, peer, ip).await
+    }
+
+    /// [`HttpCache::handle`] for a server that knows the client's address beside
+    /// the request: `peer`, and `ip`, its IP as a field value made once per
+    /// connection (without it the IP is formatted per request). Request
+    /// extensions would cost four allocations per request (bench/ir-pass.sh).
+    ///
+    /// ```no_run
+    /// # async fn run(cache: strata_http::HttpCache, req: http::Request<axum::body::Body>) {
+    /// let peer: std::net::SocketAddr = "192.0.2.7:50123".parse().unwrap();
+    /// let ip = http::HeaderValue::from_static("192.0.2.7");
+    /// let res = cache.handle_from(req, Some(peer), Some(ip)).await;
+    /// # }
+    /// ```
+    pub async fn handle_from(
+        &self,
+        req: Request<Body>,
+        peer: Option<SocketAddr>,
+        ip: Option<HeaderValue>,
+    ) -> Response<Body> {
         let started = Instant::now();
         let mut ctx = Ctx::default();
-        let (route, mut res) = self.inner.clone().dispatch(req, &mut ctx).await;
+        let (route, mut res) = self.inner.clone().dispatch(req, peer, ip, &mut ctx).await;
         let took = started.elapsed();
         let h = res.headers_mut();
         h.insert(
@@ -581,16 +618,26 @@ impl Inner {
     async fn dispatch(
         self: Arc<Self>,
         req: Request<Body>,
+        peer: Option<SocketAddr>,
+        peer_ip: Option<HeaderValue>,
         ctx: &mut Ctx,
     ) -> (usize, Response<Body>) {
         let (parts, body) = req.into_parts();
         let default_route = self.routes.len() - 1;
-        let host_raw = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
-        let Some(host) = host_raw.and_then(key::normalize_host) else {
+        let field = parts.headers.get(header::HOST);
+        let host = match field.and_then(|v| v.to_str().ok()) {
+            Some(text) => match key::normalized_host(text) {
+                Some(Cow::Borrowed(h)) if h.len() == text.len() => field.cloned(),
+                Some(h) => HeaderValue::from_str(&h).ok(),
+                None => None,
+            },
+            None => parts
+                .uri
+                .authority()
+                .and_then(|a| key::normalized_host(a.as_str()))
+                .and_then(|h| HeaderValue::from_str(&h).ok()),
+        };
+        let Some(host) = host else {
             ctx.status = CacheStatus::Bypass;
             return (
                 default_route,
@@ -599,8 +646,8 @@ impl Inner {
         };
         let (route, params) = self.route_of(parts.uri.path());
         let head = Head {
-            peer: parts.extensions.get::<ClientAddr>().map(|c| c.0),
-            peer_ip: parts.extensions.get::<ClientIp>().map(|c| c.0.clone()),
+            peer,
+            peer_ip,
             method: parts.method,
             uri: parts.uri,
             headers: parts.headers,
@@ -630,7 +677,7 @@ impl Inner {
         let route = &self.routes[head.route];
         let query = key::normalize_query(head.uri.query().unwrap_or(""), route.key.query.as_ref());
         let parts = KeyParts {
-            host: &head.host,
+            host: head.host(),
             path: head.uri.path(),
             query: &query,
         };
@@ -843,15 +890,14 @@ impl Inner {
         let ranged = head.method == Method::GET && head.headers.contains_key(header::RANGE);
         let build = || {
             let mut oreq = self.origin_request(head, Body::empty(), true);
-            *oreq.method_mut() = Method::GET;
+            oreq.method = Method::GET;
+            // A fetch for the cache carries no conditionals of the client's.
             if let Some(old) = &stale {
                 if let Some(etag) = old.headers.get(header::ETAG) {
-                    oreq.headers_mut()
-                        .insert(header::IF_NONE_MATCH, etag.clone());
+                    oreq.fields.push((header::IF_NONE_MATCH, etag.clone()));
                 }
                 if let Some(lm) = old.headers.get(header::LAST_MODIFIED) {
-                    oreq.headers_mut()
-                        .insert(header::IF_MODIFIED_SINCE, lm.clone());
+                    oreq.fields.push((header::IF_MODIFIED_SINCE, lm.clone()));
                 }
             }
             oreq
@@ -1023,7 +1069,7 @@ impl Inner {
         let mut updated = HeaderMap::new();
         for (name, value) in new {
             if NOT_UPDATED_BY_304.contains(&name.as_str())
-                || HOP_BY_HOP.contains(&name.as_str())
+                || is_hop_by_hop(name)
                 || TAG_FIELDS.contains(&name.as_str())
                 || name == header::SET_COOKIE
             {
@@ -1091,7 +1137,7 @@ impl Inner {
         tags.sort();
         tags.dedup();
         strip_hop_by_hop(&mut headers);
-        strip(&mut headers, |n| TAG_FIELDS.contains(&n));
+        strip(&mut headers, |n| TAG_FIELDS.contains(&n.as_str()));
         headers.remove(header::SET_COOKIE);
         // Age is recomputed on every use from the stored timing.
         headers.remove(header::AGE);
@@ -1298,7 +1344,7 @@ impl Inner {
             let query =
                 key::normalize_query(head.uri.query().unwrap_or(""), route.key.query.as_ref());
             let parts = KeyParts {
-                host: &head.host,
+                host: head.host(),
                 path: head.uri.path(),
                 query: &query,
             };
@@ -1331,7 +1377,7 @@ impl Inner {
             };
             // Same origin only (§4.4): our host, or the origin's own name for itself.
             match split_url(v) {
-                (Some(h), pq) if h == head.host || Some(&h) == upstream_host.as_ref() => {
+                (Some(h), pq) if h == head.host() || Some(&h) == upstream_host.as_ref() => {
                     tags.push(self.url_tag_for(&pq))
                 }
                 (Some(_), _) => {}
@@ -1444,8 +1490,8 @@ impl Inner {
     /// sent it again and again.
     async fn send_repeatable(
         &self,
-        req: Request<Body>,
-        again: impl Fn() -> Option<Request<Body>>,
+        req: OriginRequest,
+        again: impl Fn() -> Option<OriginRequest>,
     ) -> Result<Response<Body>, UpstreamError> {
         let started = Instant::now();
         let result = self.upstream.send(req).await;
@@ -1502,19 +1548,28 @@ impl Inner {
     /// forwarding fields set by us. A fetch for the cache (`for_cache`) also drops
     /// conditionals (the cache answers those) and, when the proxy compresses,
     /// `Accept-Encoding` (it stores one identity body and encodes per client).
-    fn origin_request(&self, head: &Head, body: Body, for_cache: bool) -> Request<Body> {
-        let mut h = HeaderMap::with_capacity(head.headers.len() + 4);
-        let connection = head.headers.get_all(header::CONNECTION);
+    fn origin_request(&self, head: &Head, body: Body, for_cache: bool) -> OriginRequest {
+        let mut fields = Vec::with_capacity(head.headers.len() + 6);
+        let client_host = head.headers.get(header::HOST);
+        let host = match self.upstream.host() {
+            Some(origin) if !self.cfg.preserve_host => Some(origin),
+            // An in-process service sees the client's Host.
+            _ => client_host,
+        };
+        if let Some(host) = host {
+            fields.push((header::HOST, host.clone()));
+        }
+        let listed = ConnectionListed::of(&head.headers);
         let mut forwarded_for = Vec::new();
         for (name, value) in &head.headers {
             let n = name.as_str();
-            if HOP_BY_HOP.contains(&n) || listed_in(&connection, n) || name == header::HOST {
+            if is_hop_by_hop(name) || listed.contains(n) || name == header::HOST {
                 continue;
             }
             if n == "x-forwarded-for" {
                 // Kept for pass-through requests (their answer is never shared).
                 if !for_cache {
-                    forwarded_for.push(value.clone());
+                    forwarded_for.push(value);
                 }
                 continue;
             }
@@ -1527,30 +1582,12 @@ impl Inner {
             {
                 continue;
             }
-            h.append(name.clone(), value.clone());
+            fields.push((name.clone(), value.clone()));
         }
-        let client_host = head.headers.get(header::HOST);
-        let host = match self.upstream.host() {
-            Some(origin) if !self.cfg.preserve_host => Some(origin),
-            // An in-process service sees the client's Host.
-            _ => client_host,
-        };
-        if let Some(host) = host {
-            h.insert(header::HOST, host.clone());
-        }
-        // The normalised host; usually the client's field as it came, shared.
-        let forwarded_host = match client_host {
-            Some(v) if v.as_bytes() == head.host.as_bytes() => Some(v.clone()),
-            _ => HeaderValue::from_str(&head.host).ok(),
-        };
-        if let Some(v) = forwarded_host {
-            h.insert(X_FORWARDED_HOST.clone(), v);
-        }
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        fields.push((X_FORWARDED_HOST.clone(), head.host.clone()));
+        fields.push((X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http")));
         match (&head.peer_ip, head.peer, forwarded_for.is_empty()) {
-            (Some(ip), _, true) => {
-                h.insert(X_FORWARDED_FOR.clone(), ip.clone());
-            }
+            (Some(ip), _, true) => fields.push((X_FORWARDED_FOR.clone(), ip.clone())),
             (ip, Some(peer), _) => {
                 let mut xff = forwarded_for
                     .iter()
@@ -1565,22 +1602,23 @@ impl Inner {
                     None => xff.push_str(&peer.ip().to_string()),
                 }
                 if let Ok(v) = HeaderValue::from_str(&xff) {
-                    h.insert(X_FORWARDED_FOR.clone(), v);
+                    fields.push((X_FORWARDED_FOR.clone(), v));
                 }
             }
             _ => {}
         }
-        h.append(header::VIA, HeaderValue::from_static("1.1 strata"));
+        fields.push((header::VIA, HeaderValue::from_static("1.1 strata")));
         // Origins may target `Surrogate-Control` directives at us by this token.
-        h.append(
+        fields.push((
             SURROGATE_CAPABILITY.clone(),
             HeaderValue::from_static("strata=\"Surrogate/1.0\""),
-        );
-        let mut req = Request::new(body);
-        *req.method_mut() = head.method.clone();
-        *req.uri_mut() = self.upstream.uri_for(head.uri.path_and_query());
-        *req.headers_mut() = h;
-        req
+        ));
+        OriginRequest {
+            method: head.method.clone(),
+            uri: self.upstream.uri_for(head.uri.path_and_query()),
+            fields,
+            body,
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::proxy::{ClientAddr, ClientIp, HttpCache};
+use crate::proxy::HttpCache;
 
 fn http1_builder(proxy: &HttpCache) -> http1::Builder {
     let mut http = http1::Builder::new();
@@ -46,17 +46,13 @@ fn spawn_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let proxy = proxy.clone();
-    let ip = http::HeaderValue::from_str(&peer.ip().to_string())
-        .ok()
-        .map(ClientIp);
-    let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
-        req.extensions_mut().insert(ClientAddr(peer));
-        if let Some(ip) = &ip {
-            req.extensions_mut().insert(ip.clone());
-        }
+    let ip = http::HeaderValue::from_str(&peer.ip().to_string()).ok();
+    let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let proxy = proxy.clone();
+        let ip = ip.clone();
         async move {
-            Ok::<_, std::convert::Infallible>(proxy.handle(req.map(axum::body::Body::new)).await)
+            let req = req.map(axum::body::Body::new);
+            Ok::<_, std::convert::Infallible>(proxy.handle_from(req, Some(peer), ip).await)
         }
     });
     let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
