@@ -35,34 +35,9 @@ bench_setup
 OPORT=$(free_port); NPORT=$(free_port); SPORT=$(free_port); BPORT=$(free_port)
 SAPORT=$(free_port); BAPORT=$(free_port)
 http_origin_setup "$work" "$OPORT"
-cat > "$work/proxy.conf" <<CONF
-worker_processes auto;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-$(nginx_http_common "$work")
-  upstream origin { server 127.0.0.1:$OPORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NPORT;
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    location /nocache/ { proxy_pass http://origin; }
-  }
-}
-CONF
-for who in s b; do
-  port=$SPORT; [ $who = b ] && port=$BPORT
-  cat > "$work/$who.toml" <<CONF
-[http]
-listen = "127.0.0.1:$port"
-upstream = "http://127.0.0.1:$OPORT"
-[[http.routes]]
-match = "/nocache/*"
-cache = false
-CONF
-done
+pass_nginx_conf "$work" "$NPORT" "$OPORT" "worker_processes auto;" > "$work/proxy.conf"
+pass_strata_conf "$SPORT" "$OPORT" > "$work/s.toml"
+pass_strata_conf "$BPORT" "$OPORT" > "$work/b.toml"
 as_service "$NGINX" -c "$work/origin.conf" -p "$work/origin" >/dev/null 2>&1 & echo $! > "$work/o.pid"
 as_service "$NGINX" -c "$work/proxy.conf" -p "$work/nginx" >/dev/null 2>&1 & echo $! > "$work/n.pid"
 RUST_LOG=warn as_service target/release/strata serve --config "$work/s.toml" --listen "127.0.0.1:$SAPORT" > "$work/s.log" 2>&1 &

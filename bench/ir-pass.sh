@@ -90,38 +90,18 @@ measure() {
 }
 
 PPORT=$(free_port)
-cat > "$work/proxy.conf" <<CONF
-master_process off;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-$(nginx_http_common "$work")
-  upstream origin { server 127.0.0.1:$OPORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$PPORT;
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    location /nocache/ { proxy_pass http://origin; }
-  }
-}
-CONF
-strata_conf() {
-  printf '[http]\nlisten = "127.0.0.1:%s"\nupstream = "http://127.0.0.1:%s"\n' "$1" "$OPORT"
-  printf '[[http.routes]]\nmatch = "/nocache/*"\ncache = false\n'
-}
+pass_nginx_conf "$work" "$PPORT" "$OPORT" "master_process off;" > "$work/proxy.conf"
 
 echo "user-space instructions per pass-through request (callgrind, $REQUESTS requests, one at a time)"
 n=$(measure nginx "$PPORT" "$NGINX" -c "$work/proxy.conf" -p "$work/nginx")
 echo "nginx proxy_pass   $n"
-PPORT=$(free_port); strata_conf "$PPORT" > "$work/s.toml"
+PPORT=$(free_port); pass_strata_conf "$PPORT" "$OPORT" > "$work/s.toml"
 s=$(RUST_LOG=warn measure strata "$PPORT" "$STRATA" serve --config "$work/s.toml" \
   --listen "127.0.0.1:$(free_port)")
 echo "strata             $s  ($(python3 -c "print(f'{$s / $n:.2f}')")x nginx)"
 if [ -n "$BASE" ]; then
   cp "$work/profile.out" "$work/profile-new.out"
-  PPORT=$(free_port); strata_conf "$PPORT" > "$work/b.toml"
+  PPORT=$(free_port); pass_strata_conf "$PPORT" "$OPORT" > "$work/b.toml"
   b=$(RUST_LOG=warn measure strata "$PPORT" "$BASE" serve --config "$work/b.toml" \
     --listen "127.0.0.1:$(free_port)")
   echo "BASE               $b  ($(python3 -c "print(f'{$b / $n:.2f}')")x nginx; this tree $(python3 -c "print(f'{($s - $b) / $b * 100:+.1f}')")%)"

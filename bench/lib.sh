@@ -125,3 +125,33 @@ $(nginx_http_common "$work")
 }
 CONF
 }
+
+# The pass-through setup of bench/ab-pass.sh and bench/ir-pass.sh, on origin port $3.
+# pass_nginx_conf WORK PORT ORIGIN_PORT PROCESSES: an nginx `proxy_pass` of
+# /nocache/ with keep-alive to the origin; PROCESSES is its first line
+# (`worker_processes auto;`, or `master_process off;` for one process).
+pass_nginx_conf() {
+  cat <<CONF
+$4
+daemon off;
+pid $1/nginx/nginx.pid;
+error_log $1/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+$(nginx_http_common "$1")
+  upstream origin { server 127.0.0.1:$3; keepalive 64; }
+  server {
+    listen 127.0.0.1:$2;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    location /nocache/ { proxy_pass http://origin; }
+  }
+}
+CONF
+}
+
+# pass_strata_conf PORT ORIGIN_PORT: strata's proxy with /nocache/* not cached.
+pass_strata_conf() {
+  printf '[http]\nlisten = "127.0.0.1:%s"\nupstream = "http://127.0.0.1:%s"\n' "$1" "$2"
+  printf '[[http.routes]]\nmatch = "/nocache/*"\ncache = false\n'
+}
