@@ -70,7 +70,10 @@ control() {
 # measure NAME PORT CMD...: prints instructions per request.
 measure() {
   local name=$1 port=$2; shift 2
-  valgrind --tool=callgrind --callgrind-out-file="$work/$name.%p.out" "$@" \
+  # Names uncompressed: a dump taken on command may refer to names compressed in
+  # an earlier one, and callgrind_annotate then charges everything to `clone`.
+  valgrind --tool=callgrind --compress-strings=no --compress-pos=no \
+    --callgrind-out-file="$work/$name.%p.out" "$@" \
     > "$work/$name.log" 2>&1 &
   local pid=$!
   echo "$pid" > "$work/$name.pid"
@@ -85,7 +88,7 @@ measure() {
   local dump
   dump=$(ls "$work/$name".*.out.* | head -1)
   [ "$name" = strata ] && cp "$dump" "$work/profile.out"
-  [ -z "${KEEP:-}" ] || cp "$dump" "$KEEP/$name.out"
+  [ -z "${KEEP:-}" ] || { mkdir -p "$KEEP" && cp "$dump" "$KEEP/$name.out"; }
   awk -v n="$REQUESTS" '/^(summary|totals):/ {print int($2 / n); exit}' "$dump"
 }
 

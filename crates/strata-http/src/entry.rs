@@ -27,8 +27,8 @@ const MAGIC: &[u8; 3] = b"SH1";
 /// REST API's typed framing).
 pub const CODEC_HTTP: u8 = 17;
 /// Cache codec id of the record a primary key holds when its response varies on
-/// request fields: the names of those fields, comma-separated, lowercase. The
-/// variants themselves are stored under [`crate::key::variant_key`]s.
+/// request fields ([`VaryRecord`]). The variants themselves are stored under
+/// [`crate::key::variant_key`]s.
 pub const CODEC_VARY: u8 = 18;
 /// Most bodies one entry carries (identity plus each encoding).
 const MAX_BODIES: usize = 4;
@@ -48,6 +48,64 @@ pub struct Entry {
     pub tags: Vec<String>,
     /// The body as the origin sent it first, then any encodings computed since.
     pub bodies: Vec<(Encoding, Bytes)>,
+}
+
+/// The record a key holds when its response varies on request fields: which
+/// fields select a variant, and until when a variant stored under it lives.
+///
+/// Stored as text: the names comma-separated, lowercase, then `;until=` and the
+/// expiry in unix milliseconds. The record is kept as long as the longest-lived
+/// variant, so a variant stored later with a shorter life does not make the
+/// earlier ones unreachable when the record would otherwise expire with it.
+///
+/// ```
+/// use strata_http::entry::VaryRecord;
+/// let r = VaryRecord {
+///     names: vec![http::header::ACCEPT_LANGUAGE],
+///     until: 1_700_000_060_000,
+/// };
+/// assert_eq!(&r.encode()[..], b"accept-language;until=1700000060000");
+/// assert_eq!(VaryRecord::decode(&r.encode()), Some(r));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaryRecord {
+    /// The selecting fields, in the order of the response's `Vary`.
+    pub names: Vec<HeaderName>,
+    /// When the longest-lived variant stored under the record expires, in unix
+    /// milliseconds; 0 for a record written before strata kept it.
+    pub until: u64,
+}
+
+impl VaryRecord {
+    /// The stored form.
+    pub fn encode(&self) -> Bytes {
+        let mut out = String::with_capacity(64);
+        for (i, name) in self.names.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(name.as_str());
+        }
+        out.push_str(";until=");
+        out.push_str(itoa::Buffer::new().format(self.until));
+        Bytes::from(out)
+    }
+
+    /// Parses a stored record; names that are not field names are left out, and
+    /// a record without `;until=` (as older versions wrote it) has `until` 0.
+    /// `None` when the bytes are not text or the expiry is not a number.
+    pub fn decode(stored: &[u8]) -> Option<VaryRecord> {
+        let text = std::str::from_utf8(stored).ok()?;
+        let (names, until) = match text.split_once(";until=") {
+            Some((names, until)) => (names, until.parse().ok()?),
+            None => (text, 0),
+        };
+        let names = names
+            .split(',')
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        Some(VaryRecord { names, until })
+    }
 }
 
 /// Why stored bytes are not an entry.
@@ -280,6 +338,26 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vary_records_round_trip_and_read_the_old_form() {
+        let r = VaryRecord {
+            names: vec![
+                HeaderName::from_static("accept-language"),
+                HeaderName::from_static("x-tenant"),
+            ],
+            until: 42,
+        };
+        assert_eq!(&r.encode()[..], b"accept-language,x-tenant;until=42");
+        assert_eq!(VaryRecord::decode(&r.encode()), Some(r.clone()));
+        // As versions before `until` wrote it.
+        let old = VaryRecord::decode(b"accept-language,x-tenant").unwrap();
+        assert_eq!((old.names, old.until), (r.names, 0));
+        assert_eq!(VaryRecord::decode(b"a;until=soon"), None);
+        assert_eq!(VaryRecord::decode(b"\xff"), None);
+        let odd = VaryRecord::decode(b"a,,b c;until=1").unwrap();
+        assert_eq!(odd.names, [HeaderName::from_static("a")]);
+    }
 
     fn sample() -> Entry {
         let mut h = HeaderMap::new();

@@ -31,7 +31,7 @@ use crate::cache_control::{RequestDirectives, ResponseDirectives};
 use crate::coalesce::{Flights, Outcome, Role};
 use crate::compress::{Compressor, Encoding};
 use crate::config::HttpConfig;
-use crate::entry::{Entry, CODEC_HTTP, CODEC_VARY};
+use crate::entry::{Entry, VaryRecord, CODEC_HTTP, CODEC_VARY};
 use crate::fields::{
     add_vary, decimal, is_hop_by_hop, micros, not_modified, push_decimal, selecting, strip,
     strip_cache_only, strip_hop_by_hop, vary_value, weaken_etag, ConnectionListed, StackText,
@@ -773,11 +773,7 @@ impl Inner {
         let mut hit = self.ns.get(key).await.ok()??;
         let mut variant = None;
         if hit.codec == CODEC_VARY {
-            let names: Vec<HeaderName> = std::str::from_utf8(&hit.value)
-                .ok()?
-                .split(',')
-                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-                .collect();
+            let names = VaryRecord::decode(&hit.value)?.names;
             let values: Vec<Option<HeaderValue>> =
                 names.iter().map(|n| vary_value(req, n)).collect();
             let vk = key::variant_key(key, names.iter().zip(values.iter().map(Option::as_ref)))?;
@@ -1186,20 +1182,23 @@ impl Inner {
             // Each variant under its own key, and the key itself says which
             // fields pick one (RFC 9111 §4.1: a cache may hold several responses
             // for one URL and selects by the request's values of the Vary fields).
-            let names = selecting(e)
-                .map(|(n, _)| n.as_str())
-                .collect::<Vec<_>>()
-                .join(",");
             opts.tags.push(key::variants_tag(key));
-            self.ns
-                .set_encoded(
-                    &[
-                        (&at, e.encode(), CODEC_HTTP),
-                        (key, Bytes::from(names), CODEC_VARY),
-                    ],
-                    &opts,
-                )
-                .await
+            let until = now.saturating_add(ttl.as_millis() as u64);
+            let record = self.vary_record(key, e, until).await;
+            let stored = self
+                .ns
+                .set_encoded(&[(&at, e.encode(), CODEC_HTTP)], &opts)
+                .await;
+            // After the variant, so a request that finds the record finds it too.
+            match (stored, record) {
+                (Ok(()), Some(record)) => {
+                    opts.ttl = Some(Duration::from_millis(record.until.saturating_sub(now)));
+                    self.ns
+                        .set_encoded(&[(key, record.encode(), CODEC_VARY)], &opts)
+                        .await
+                }
+                (stored, _) => stored,
+            }
         };
         match stored {
             Ok(()) => {
@@ -1207,6 +1206,23 @@ impl Inner {
             }
             Err(err) => tracing::warn!(error = %err, "could not store a response"),
         }
+    }
+
+    /// The record that names the fields `e` varies on, to be stored beside it
+    /// when `e` is kept until `until`; `None` when the record there already
+    /// does. A record lives as long as the longest-lived variant: one already
+    /// there for the same fields that expires later keeps its expiry, so an
+    /// earlier variant stays reachable after a shorter-lived one is stored.
+    /// Costs one read, on stores of varying responses only.
+    async fn vary_record(&self, key: &str, e: &Entry, until: u64) -> Option<VaryRecord> {
+        let names: Vec<HeaderName> = selecting(e).map(|(n, _)| n.clone()).collect();
+        let kept = match self.ns.get(key).await {
+            Ok(Some(hit)) if hit.codec == CODEC_VARY => VaryRecord::decode(&hit.value)
+                .filter(|r| r.names == names)
+                .map_or(0, |r| r.until),
+            _ => 0,
+        };
+        (kept < until).then_some(VaryRecord { names, until })
     }
 
     /// Response filter for stored responses: conditionals, `Age`, compression,

@@ -210,6 +210,26 @@ async fn any(State(st): State<Arc<OriginState>>, req: axum::extract::Request) ->
                 format!("lang={lang} n={n}"),
             )
         }
+        // As /vary, with the lifetime the request's `x-max-age` asks for (not a
+        // selecting field: variants of one URL that live for different times).
+        "/vary-ttl" => {
+            let lang = h
+                .get("accept-language")
+                .map_or("none", |v| v.to_str().unwrap())
+                .to_owned();
+            let max_age = h
+                .get("x-max-age")
+                .map_or("60", |v| v.to_str().unwrap())
+                .to_owned();
+            resp(
+                StatusCode::OK,
+                &[
+                    cc(&format!("max-age={max_age}")),
+                    ("vary", "Accept-Language".into()),
+                ],
+                format!("lang={lang} n={n}"),
+            )
+        }
         "/vary-star" => resp(
             StatusCode::OK,
             &[cc("max-age=60"), ("vary", "*".into())],
