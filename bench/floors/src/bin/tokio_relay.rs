@@ -1,0 +1,39 @@
+//! The least a tokio HTTP/1.1 relay does per bodiless request: read the request
+//! head, write it unchanged to the origin, read the response, write it back. No
+//! header handling at all; a floor, not a proxy.
+
+use strata_floors::{args, connect, read_response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn relay(mut c: TcpStream, origin: String) -> std::io::Result<()> {
+    c.set_nodelay(true)?;
+    let mut o = connect(&origin).await?;
+    let (mut req, mut res) = (Vec::with_capacity(8192), Vec::with_capacity(8192));
+    loop {
+        req.clear();
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            req.reserve(4096);
+            if c.read_buf(&mut req).await? == 0 {
+                return Ok(());
+            }
+        }
+        o.write_all(&req).await?;
+        let (_, end) = read_response(&mut o, &mut res).await?;
+        c.write_all(&res[..end]).await?;
+    }
+}
+
+fn main() -> std::io::Result<()> {
+    let (listen, origin) = args();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let l = TcpListener::bind(listen).await?;
+        loop {
+            let (c, _) = l.accept().await?;
+            tokio::spawn(relay(c, origin.clone()));
+        }
+    })
+}
