@@ -1,19 +1,36 @@
 //! Shared by the two reference relays: one kept-alive origin connection per client
 //! connection, and reading a `Content-Length` framed response from it.
 
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use std::future::Future;
 
-/// Command line: `LISTEN ORIGIN` (both `host:port`).
-pub fn args() -> (String, String) {
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Runs `relay(client, origin address)` for every connection accepted on the
+/// address the command line gives (`LISTEN ORIGIN`, both `host:port`), on one
+/// current-thread runtime: for one request at a time, what each of strata's
+/// proxy workers is.
+pub fn serve<F, Fut>(relay: F) -> std::io::Result<()>
+where
+    F: Fn(TcpStream, String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut a = std::env::args().skip(1);
-    match (a.next(), a.next()) {
-        (Some(l), Some(o)) => (l, o),
-        _ => {
-            eprintln!("usage: LISTEN_ADDR ORIGIN_ADDR");
-            std::process::exit(2)
+    let (Some(listen), Some(origin)) = (a.next(), a.next()) else {
+        eprintln!("usage: LISTEN_ADDR ORIGIN_ADDR");
+        std::process::exit(2)
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let l = TcpListener::bind(listen).await?;
+        loop {
+            let (c, _) = l.accept().await?;
+            c.set_nodelay(true)?;
+            tokio::spawn(relay(c, origin.clone()));
         }
-    }
+    })
 }
 
 /// A connection to the origin with TCP_NODELAY, as strata and nginx set it.

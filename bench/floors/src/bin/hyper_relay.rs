@@ -12,9 +12,9 @@ use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use strata_floors::{args, connect, read_response};
+use strata_floors::{connect, read_response, serve};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 struct Origin {
@@ -73,30 +73,18 @@ async fn relay(
 }
 
 fn main() -> std::io::Result<()> {
-    let (listen, origin) = args();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let l = TcpListener::bind(listen).await?;
-        loop {
-            let (c, _) = l.accept().await?;
-            c.set_nodelay(true)?;
-            let origin = origin.clone();
-            tokio::spawn(async move {
-                let Ok(conn) = connect(&origin).await else {
-                    return;
-                };
-                let o = Arc::new(Mutex::new(Origin {
-                    conn,
-                    buf: Vec::with_capacity(8192),
-                }));
-                let mut http = hyper::server::conn::http1::Builder::new();
-                http.timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10));
-                let svc = hyper::service::service_fn(move |req| relay(req, o.clone()));
-                let _ = http.serve_connection(TokioIo::new(c), svc).await;
-            });
-        }
+    serve(|c, origin| async move {
+        let Ok(conn) = connect(&origin).await else {
+            return;
+        };
+        let o = Arc::new(Mutex::new(Origin {
+            conn,
+            buf: Vec::with_capacity(8192),
+        }));
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10));
+        let svc = hyper::service::service_fn(move |req| relay(req, o.clone()));
+        let _ = http.serve_connection(TokioIo::new(c), svc).await;
     })
 }

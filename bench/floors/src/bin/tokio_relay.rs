@@ -2,12 +2,11 @@
 //! head, write it unchanged to the origin, read the response, write it back. No
 //! header handling at all; a floor, not a proxy.
 
-use strata_floors::{args, connect, read_response};
+use strata_floors::{connect, read_response, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 async fn relay(mut c: TcpStream, origin: String) -> std::io::Result<()> {
-    c.set_nodelay(true)?;
     let mut o = connect(&origin).await?;
     let (mut req, mut res) = (Vec::with_capacity(8192), Vec::with_capacity(8192));
     loop {
@@ -25,15 +24,7 @@ async fn relay(mut c: TcpStream, origin: String) -> std::io::Result<()> {
 }
 
 fn main() -> std::io::Result<()> {
-    let (listen, origin) = args();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let l = TcpListener::bind(listen).await?;
-        loop {
-            let (c, _) = l.accept().await?;
-            tokio::spawn(relay(c, origin.clone()));
-        }
+    serve(|c, origin| async move {
+        let _ = relay(c, origin).await;
     })
 }

@@ -199,20 +199,9 @@ async fn any(State(st): State<Arc<OriginState>>, req: axum::extract::Request) ->
             &[cc("max-age=60"), ("set-cookie", format!("session=s{n}"))],
             format!("n={n}"),
         ),
-        "/vary" => {
-            let lang = h
-                .get("accept-language")
-                .map_or("none", |v| v.to_str().unwrap())
-                .to_owned();
-            resp(
-                StatusCode::OK,
-                &[cc("max-age=60"), ("vary", "Accept-Language".into())],
-                format!("lang={lang} n={n}"),
-            )
-        }
-        // As /vary, with the lifetime the request's `x-max-age` asks for (not a
+        // Fresh for 60 s, or as long as the request's `x-max-age` asks (not a
         // selecting field: variants of one URL that live for different times).
-        "/vary-ttl" => {
+        "/vary" => {
             let lang = h
                 .get("accept-language")
                 .map_or("none", |v| v.to_str().unwrap())
