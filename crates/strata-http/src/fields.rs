@@ -265,6 +265,25 @@ pub(crate) fn strip_cache_only(h: &mut HeaderMap) {
     strip(h, |n| CACHE_ONLY.contains(&n.as_str()));
 }
 
+/// What a client never gets of an origin's response passed through: the
+/// hop-by-hop fields and the cache-only ones, in one pass over the names
+/// (`strip_hop_by_hop` then `strip_cache_only` walked them twice: 234 more
+/// instructions per pass-through request, bench/ir-pass.sh).
+pub(crate) fn strip_relayed(h: &mut HeaderMap) {
+    let listed = ConnectionListed::of(h);
+    let gone = h
+        .keys()
+        .filter(|n| {
+            is_hop_by_hop(n) || {
+                let n = n.as_str();
+                listed.contains(n) || CACHE_ONLY.contains(&n)
+            }
+        })
+        .cloned()
+        .collect();
+    remove_all(h, gone);
+}
+
 pub(crate) fn add_vary(h: &mut HeaderMap, field: &str) {
     let present = freshness::vary_names(h).any(|n| n == field || n == "*");
     if !present {
@@ -411,6 +430,36 @@ mod tests {
         h.insert("content-type", "text/plain".parse().unwrap());
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn a_relayed_response_loses_hop_by_hop_and_cache_only_fields() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        for f in CACHE_ONLY {
+            h.insert(*f, "a".parse().unwrap());
+        }
+        h.insert("content-type", "text/plain".parse().unwrap());
+        h.append("x-multi", "1".parse().unwrap());
+        h.append("x-multi", "2".parse().unwrap());
+        strip_relayed(&mut h);
+        // Removal may reorder fields of different names (not those of one name).
+        let mut left: Vec<_> = h
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        left.sort_by_key(|(n, _)| *n);
+        assert_eq!(
+            left,
+            [
+                ("content-type", "text/plain"),
+                ("x-multi", "1"),
+                ("x-multi", "2")
+            ]
+        );
     }
 
     #[test]

@@ -34,10 +34,10 @@ use crate::config::HttpConfig;
 use crate::entry::{Entry, VaryRecord, CODEC_HTTP, CODEC_VARY};
 use crate::fields::{
     add_vary, decimal, is_hop_by_hop, micros, not_modified, push_decimal, selecting, strip,
-    strip_cache_only, strip_hop_by_hop, vary_value, weaken_etag, ConnectionListed, StackText,
-    CONDITIONALS, NOT_MODIFIED_FIELDS, NOT_UPDATED_BY_304, SERVER_TIMING, SURROGATE_CAPABILITY,
-    TAG_FIELDS, UNKEYED_OVERRIDES, X_CACHE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
-    X_PROCESS_TIME,
+    strip_cache_only, strip_hop_by_hop, strip_relayed, vary_value, weaken_etag, ConnectionListed,
+    StackText, CONDITIONALS, NOT_MODIFIED_FIELDS, NOT_UPDATED_BY_304, SERVER_TIMING,
+    SURROGATE_CAPABILITY, TAG_FIELDS, UNKEYED_OVERRIDES, X_CACHE, X_FORWARDED_FOR,
+    X_FORWARDED_HOST, X_FORWARDED_PROTO, X_PROCESS_TIME,
 };
 use crate::freshness::{self, unix_ms, NotStored, RouteRules, Timing, Usable};
 use crate::key::{self, KeyParts, KeyRules};
@@ -1003,8 +1003,7 @@ impl Inner {
                     drop((head_bytes, tail));
                     return (self.range_from_origin(head, ctx).await, Outcome::Pass);
                 }
-                strip_hop_by_hop(&mut parts.headers);
-                strip_cache_only(&mut parts.headers);
+                strip_relayed(&mut parts.headers);
                 return (
                     Response::from_parts(parts, upstream::chain(head_bytes, tail)),
                     Outcome::Pass,
@@ -1555,8 +1554,7 @@ impl Inner {
     /// The origin's response for the client, streamed.
     fn relay(&self, res: Response<Body>) -> Response<Body> {
         let (mut parts, body) = res.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        strip_cache_only(&mut parts.headers);
+        strip_relayed(&mut parts.headers);
         Response::from_parts(parts, body)
     }
 
