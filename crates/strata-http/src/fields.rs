@@ -252,10 +252,21 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes the hop-by-hop fields: the standard ones and those `Connection` lists.
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
+    strip_hop_by_hop_and(h, |_| false);
+}
+
+/// Removes the hop-by-hop fields and those `also` selects (by lowercase name), in
+/// one pass over the names present.
+fn strip_hop_by_hop_and(h: &mut HeaderMap, also: impl Fn(&str) -> bool) {
     let listed = ConnectionListed::of(h);
     let gone = h
         .keys()
-        .filter(|n| is_hop_by_hop(n) || listed.contains(n.as_str()))
+        .filter(|n| {
+            is_hop_by_hop(n) || {
+                let n = n.as_str();
+                listed.contains(n) || also(n)
+            }
+        })
         .cloned()
         .collect();
     remove_all(h, gone);
@@ -270,18 +281,7 @@ pub(crate) fn strip_cache_only(h: &mut HeaderMap) {
 /// (`strip_hop_by_hop` then `strip_cache_only` walked them twice: 234 more
 /// instructions per pass-through request, bench/ir-pass.sh).
 pub(crate) fn strip_relayed(h: &mut HeaderMap) {
-    let listed = ConnectionListed::of(h);
-    let gone = h
-        .keys()
-        .filter(|n| {
-            is_hop_by_hop(n) || {
-                let n = n.as_str();
-                listed.contains(n) || CACHE_ONLY.contains(&n)
-            }
-        })
-        .cloned()
-        .collect();
-    remove_all(h, gone);
+    strip_hop_by_hop_and(h, |n| CACHE_ONLY.contains(&n));
 }
 
 pub(crate) fn add_vary(h: &mut HeaderMap, field: &str) {
