@@ -51,7 +51,12 @@ fn spawn_connection(
         let proxy = proxy.clone();
         let ip = ip.clone();
         async move {
-            let req = req.map(axum::body::Body::new);
+            // A bodiless request (most) gets the empty body, which is not boxed:
+            // boxing hyper's `Incoming` costs an allocation per request.
+            let req = req.map(|body| match http_body::Body::is_end_stream(&body) {
+                true => axum::body::Body::empty(),
+                false => axum::body::Body::new(body),
+            });
             Ok::<_, std::convert::Infallible>(proxy.handle_from(req, Some(peer), ip).await)
         }
     });
