@@ -45,11 +45,7 @@ echo $! > "$work/s.pid"
 RUST_LOG=warn as_service "$BASE" serve --config "$work/b.toml" --listen "127.0.0.1:$BAPORT" > "$work/b.log" 2>&1 &
 echo $! > "$work/b.pid"
 port_of() { case $1 in o) echo "$OPORT" ;; n) echo "$NPORT" ;; s) echo "$SPORT" ;; b) echo "$BPORT" ;; esac; }
-for w in o n s b; do wait_url "http://127.0.0.1:$(port_of $w)/nocache/item"; done
-for w in n s b; do
-  cmp <(curl -s "http://127.0.0.1:$(port_of $w)/nocache/item") "$work/item"
-  wrk -t1 -c10 -d2s "http://127.0.0.1:$(port_of $w)/nocache/item" >/dev/null
-done
+pass_ready "$work" "$OPORT" "$NPORT" "$SPORT" "$BPORT"
 
 : > "$work/rounds"
 echo "round  p50 in ms, one request at a time (o origin, n nginx, s this tree, b BASE)"

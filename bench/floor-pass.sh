@@ -27,10 +27,7 @@ need wrk:wrk nginx:nginx curl:curl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 bench_setup
-# The floors build with the workspace's versions of tokio, hyper and httparse.
-cp Cargo.lock bench/floors/Cargo.lock
-CARGO_TARGET_DIR=target/floors cargo build --release -q --manifest-path bench/floors/Cargo.toml
-FLOORS=target/floors/release
+FLOORS=$(build_floors)
 OPORT=$(free_port); NPORT=$(free_port); SPORT=$(free_port); TPORT=$(free_port); HPORT=$(free_port)
 http_origin_setup "$work" "$OPORT"
 pass_nginx_conf "$work" "$NPORT" "$OPORT" "worker_processes auto;" > "$work/proxy.conf"
@@ -45,11 +42,7 @@ echo $! > "$work/t.pid"
 as_service "$FLOORS/hyper_relay" "127.0.0.1:$HPORT" "127.0.0.1:$OPORT" > "$work/h.log" 2>&1 &
 echo $! > "$work/h.pid"
 port_of() { case $1 in o) echo "$OPORT" ;; n) echo "$NPORT" ;; s) echo "$SPORT" ;; t) echo "$TPORT" ;; h) echo "$HPORT" ;; esac; }
-for w in o n s t h; do wait_url "http://127.0.0.1:$(port_of $w)/nocache/item"; done
-for w in n s t h; do
-  cmp <(curl -s "http://127.0.0.1:$(port_of $w)/nocache/item") "$work/item"
-  wrk -t1 -c10 -d2s "http://127.0.0.1:$(port_of $w)/nocache/item" >/dev/null
-done
+pass_ready "$work" "$OPORT" "$NPORT" "$SPORT" "$TPORT" "$HPORT"
 
 : > "$work/rounds"
 echo "round  p50 in ms, one request at a time (o origin, n nginx, s strata, t tokio_relay, h hyper_relay)"

@@ -7,6 +7,7 @@
 #   bench/ir-pass.sh [REQUESTS] [BASE]          (default 2000 requests)
 #   PROFILE=1 bench/ir-pass.sh                  # also strata's top functions
 #   STRATA=target/profiling/strata bench/ir-pass.sh   # a binary built elsewhere
+#   FLOORS=1 bench/ir-pass.sh                   # also the relays of bench/floors
 #
 # `cargo build --profile profiling` makes the release build with line tables, for
 # `callgrind_annotate` by source line (the dump is kept with KEEP=DIR).
@@ -109,6 +110,14 @@ if [ -n "$BASE" ]; then
     --listen "127.0.0.1:$(free_port)")
   echo "BASE               $b  ($(python3 -c "print(f'{$b / $n:.2f}')")x nginx; this tree $(python3 -c "print(f'{($s - $b) / $b * 100:+.1f}')")%)"
   cp "$work/profile-new.out" "$work/profile.out"
+fi
+if [ "${FLOORS:-0}" = 1 ]; then
+  floors=$(build_floors)
+  for relay in tokio_relay hyper_relay; do
+    PPORT=$(free_port)
+    r=$(measure "$relay" "$PPORT" "$floors/$relay" "127.0.0.1:$PPORT" "127.0.0.1:$OPORT")
+    printf '%-18s %s  (%sx nginx)\n' "$relay" "$r" "$(python3 -c "print(f'{$r / $n:.2f}')")"
+  done
 fi
 if [ "${PROFILE:-0}" = 1 ]; then
   callgrind_annotate --threshold=90 "$work/profile.out" | sed -n '/^Ir/,$p' | head -45

@@ -155,3 +155,24 @@ pass_strata_conf() {
   printf '[http]\nlisten = "127.0.0.1:%s"\nupstream = "http://127.0.0.1:%s"\n' "$1" "$2"
   printf '[[http.routes]]\nmatch = "/nocache/*"\ncache = false\n'
 }
+
+# pass_ready WORK ORIGIN_PORT PROXY_PORT...: waits for the origin and each proxy of
+# the pass-through setup, checks each proxy relays the origin's body unchanged, and
+# warms each with a short wrk run.
+pass_ready() {
+  local work=$1 port; shift
+  for port in "$@"; do wait_url "http://127.0.0.1:$port/nocache/item"; done
+  shift
+  for port in "$@"; do
+    cmp <(curl -s "http://127.0.0.1:$port/nocache/item") "$work/item"
+    wrk -t1 -c10 -d2s "http://127.0.0.1:$port/nocache/item" >/dev/null
+  done
+}
+
+# Builds the reference relays of bench/floors (release) with the workspace's
+# versions of tokio, hyper and httparse; prints the directory holding them.
+build_floors() {
+  cp Cargo.lock bench/floors/Cargo.lock
+  CARGO_TARGET_DIR=target/floors cargo build --release -q --manifest-path bench/floors/Cargo.toml
+  echo target/floors/release
+}
