@@ -37,7 +37,7 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::fields::{is_hop_by_hop, strip_hop_by_hop};
+use crate::fields::{is_cache_only, is_hop_by_hop, strip_hop_by_hop};
 use crate::upstream::{Pool, UpstreamError};
 
 /// Most bytes in a response head (status line and fields). nginx refuses heads
@@ -107,11 +107,23 @@ pub struct Head {
 /// assert!(parse_head(&mut partial, false).unwrap().is_none());
 /// ```
 pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, String> {
-    // Filled by `parse_one` rather than returned from it: 1.6 KiB that a return
-    // by value would copy twice (it showed in a profile).
-    let mut fields = [((0, 0), (0, 0)); MAX_FIELDS];
+    parse_head_with(buf, head_request, false, &mut Vec::new())
+}
+
+/// [`parse_head`] with `fields` as scratch space for where each field lies: a
+/// connection keeps one between responses, so a head costs neither an allocation
+/// nor the zeroing of a fixed array (1.6 KiB, ~100 instructions, bench/ir-pass.sh).
+/// `relayed`: the head is for a client, so the cache-only fields
+/// ([`OriginRequest::relayed`](crate::upstream::OriginRequest::relayed)) are left
+/// out too.
+pub(crate) fn parse_head_with(
+    buf: &mut BytesMut,
+    head_request: bool,
+    relayed: bool,
+    fields: &mut Vec<(Span, Span)>,
+) -> Result<Option<Head>, String> {
     loop {
-        let Some(parsed) = parse_one(buf, &mut fields)? else {
+        let Some(parsed) = parse_one(buf, fields)? else {
             return Ok(None);
         };
         let Parsed {
@@ -147,8 +159,17 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
             if !framing.lists_fields && is_hop_by_hop(&name) {
                 continue;
             }
-            let value = HeaderValue::from_maybe_shared(head.slice(range(value)))
-                .map_err(|_| format!("the origin's {name} field has an invalid value"))?;
+            if relayed && is_cache_only(name.as_str()) {
+                continue;
+            }
+            // SAFETY: httparse, with the default configuration used here (no
+            // obsolete line folding), accepted these bytes as a field value: HTAB,
+            // SP to `~` and 0x80-0xFF, exactly the bytes a `HeaderValue` may hold
+            // (`httparse_values_are_header_values` checks all 256). hyper's own
+            // parser relies on the same; checking again was ~460 instructions of a
+            // pass-through request (bench/ir-pass.sh). Debug builds check anyway.
+            let value =
+                unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(range(value))) };
             headers.append(name, value);
         }
         if framing.lists_fields {
@@ -174,7 +195,7 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
 }
 
 /// Where a piece of the head lies in it (a head is at most 64 KiB).
-type Span = (u32, u32);
+pub(crate) type Span = (u32, u32);
 
 fn range((start, end): Span) -> std::ops::Range<usize> {
     start as usize..end as usize
@@ -186,7 +207,7 @@ struct Parsed {
     status: StatusCode,
     reason: Span,
     version: Version,
-    /// Fields, in `parse_one`'s array.
+    /// Fields, in `parse_one`'s scratch list.
     count: usize,
     framing: FramingFields,
 }
@@ -203,10 +224,7 @@ struct FramingFields {
     lists_fields: bool,
 }
 
-fn parse_one(
-    buf: &BytesMut,
-    fields: &mut [(Span, Span); MAX_FIELDS],
-) -> Result<Option<Parsed>, String> {
+fn parse_one(buf: &BytesMut, fields: &mut Vec<(Span, Span)>) -> Result<Option<Parsed>, String> {
     let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_FIELDS];
     let mut res = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default()
@@ -252,11 +270,12 @@ fn parse_one(
     let mut lengths = Lengths::default();
     let mut transfer_encoding = None;
     let (mut close, mut keep_alive, mut lists_fields) = (false, false, false);
-    for (i, h) in res.headers.iter().enumerate() {
-        fields[i] = match (span(h.name.as_bytes()), span(h.value)) {
+    fields.clear();
+    for h in res.headers.iter() {
+        fields.push(match (span(h.name.as_bytes()), span(h.value)) {
             (Some(name), Some(value)) => (name, value),
             _ => return Err("the origin's response head is malformed".into()),
-        };
+        });
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
             lengths.add(h.value);
@@ -570,6 +589,8 @@ pub(crate) struct Conn {
     io: Io,
     buf: BytesMut,
     out: Vec<u8>,
+    /// Scratch for [`parse_head_with`].
+    fields: Vec<(Span, Span)>,
     read_size: usize,
 }
 
@@ -587,6 +608,7 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             out: Vec::new(),
+            fields: Vec::new(),
             read_size: MIN_READ,
         }
     }
@@ -640,10 +662,14 @@ impl Conn {
         let head_request = req.method == http::Method::HEAD;
         let mut answered = false;
         loop {
-            match parse_head(&mut self.buf, head_request) {
-                Ok(Some(head)) => return Ok(head),
-                Ok(None) => {}
-                Err(e) => return Err(Failed::Sent(UpstreamError::Protocol(e))),
+            // Nothing to parse until the first read (a pooled connection's buffer is
+            // empty, or it would not have been taken).
+            if !self.buf.is_empty() {
+                match parse_head_with(&mut self.buf, head_request, req.relayed, &mut self.fields) {
+                    Ok(Some(head)) => return Ok(head),
+                    Ok(None) => {}
+                    Err(e) => return Err(Failed::Sent(UpstreamError::Protocol(e))),
+                }
             }
             let broke = match self.read().await {
                 Ok(0) => "the origin closed the connection".to_owned(),
@@ -720,6 +746,8 @@ pub(crate) struct RequestHead<'a> {
     pub(crate) method: &'a http::Method,
     pub(crate) uri: &'a http::Uri,
     pub(crate) fields: &'a [(HeaderName, HeaderValue)],
+    /// The response goes to a client as it is.
+    pub(crate) relayed: bool,
 }
 
 /// The request line and fields, in origin form (the target is the path and query).
@@ -828,6 +856,32 @@ impl http_body::Body for OriginBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What makes the unchecked `HeaderValue`s of `parse_head_with` sound: every
+    /// byte httparse accepts inside a field value, a `HeaderValue` may hold.
+    #[test]
+    fn httparse_values_are_header_values() {
+        let mut accepted = 0;
+        for b in 0..=255u8 {
+            let mut raw = b"HTTP/1.1 200 OK\r\nx-v: a".to_vec();
+            raw.extend_from_slice(&[b, b'a']);
+            raw.extend_from_slice(b"\r\n\r\n");
+            let mut slots = [httparse::EMPTY_HEADER; 4];
+            let mut res = httparse::Response::new(&mut slots);
+            if let Ok(httparse::Status::Complete(_)) =
+                httparse::ParserConfig::default().parse_response(&mut res, &raw)
+            {
+                accepted += 1;
+                let value = res.headers[0].value;
+                assert!(
+                    HeaderValue::from_bytes(value).is_ok(),
+                    "byte {b:#04x}: httparse accepts it, HeaderValue does not"
+                );
+            }
+        }
+        // HTAB, SP to `~`, 0x80-0xFF: the check above was not vacuous.
+        assert_eq!(accepted, 1 + 95 + 128);
+    }
 
     fn head(raw: &str) -> Result<Option<Head>, String> {
         parse_head(&mut BytesMut::from(raw.as_bytes()), false)
@@ -1113,6 +1167,7 @@ mod tests {
             method: &req.method,
             uri: &req.uri,
             fields: &req.fields,
+            relayed: false,
         };
         write_head(&mut out, &head);
         assert_eq!(

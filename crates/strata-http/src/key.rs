@@ -75,19 +75,23 @@ pub fn normalize_host(host: &str) -> Option<String> {
 /// [`normalize_host`] without a copy when the host is normal already, as most
 /// are.
 pub fn normalized_host(host: &str) -> Option<Cow<'_, str>> {
-    let ok = !host.is_empty()
-        && host.len() <= 255
-        && host.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
-        });
-    if !ok {
+    if host.is_empty() || host.len() > 255 {
         return None;
     }
-    let bare = host.strip_suffix(":80").unwrap_or(host);
-    if bare.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Some(Cow::Owned(bare.to_ascii_lowercase()));
+    // One pass over the bytes: every request's host goes through here.
+    let mut upper = false;
+    for b in host.bytes() {
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b':' | b'[' | b']' | b'_' => {}
+            b'A'..=b'Z' => upper = true,
+            _ => return None,
+        }
     }
-    Some(Cow::Borrowed(bare))
+    let bare = host.strip_suffix(":80").unwrap_or(host);
+    Some(match upper {
+        true => Cow::Owned(bare.to_ascii_lowercase()),
+        false => Cow::Borrowed(bare),
+    })
 }
 
 /// The parts of a request a key is built from.

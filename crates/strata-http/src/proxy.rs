@@ -169,9 +169,11 @@ impl Origin {
             Origin::Http(u) => u.send(req).await,
             Origin::Service(svc, timeout) => {
                 use tower::ServiceExt;
+                let relayed = req.relayed;
                 let req = req.into_request();
                 match tokio::time::timeout(*timeout, svc.clone().oneshot(req)).await {
                     Err(_) => Err(UpstreamError::Timeout(*timeout)),
+                    Ok(Ok(res)) if relayed => Ok(relay(res)),
                     Ok(Ok(res)) => Ok(res),
                     Ok(Err(e)) => Err(UpstreamError::Service(upstream::error_chain(&*e))),
                 }
@@ -197,7 +199,7 @@ impl Origin {
 
     fn uri_for(&self, pq: Option<&http::uri::PathAndQuery>) -> Uri {
         match self {
-            Origin::Http(u) => u.uri_for(pq),
+            Origin::Http(u) => u.target_for(pq),
             Origin::Service(..) => pq.map_or(Uri::from_static("/"), |p| Uri::from(p.clone())),
         }
     }
@@ -900,7 +902,7 @@ impl Inner {
         };
         let request_time = unix_ms(SystemTime::now());
         let sent = Instant::now();
-        let result = self.send_repeatable(build(), || Some(build())).await;
+        let result = self.send_repeatable(build(), sent, || Some(build())).await;
         let took = sent.elapsed();
         ctx.origin = Some(took);
         route.metrics.origin.observe(took.as_secs_f64());
@@ -921,7 +923,7 @@ impl Inner {
                 }
                 ctx.status = CacheStatus::Miss;
                 let res = match failed {
-                    Ok(r) => self.relay(r),
+                    Ok(r) => relay(r),
                     Err(e) => upstream_error(&e),
                 };
                 return (res, Outcome::Pass);
@@ -977,7 +979,7 @@ impl Inner {
                 drop(res);
                 return (self.range_from_origin(head, ctx).await, Outcome::Pass);
             }
-            return (self.relay(res), Outcome::Pass);
+            return (relay(res), Outcome::Pass);
         }
         let limit = self.cfg.max_object_size();
         let announced = res
@@ -991,7 +993,7 @@ impl Inner {
                 drop(res);
                 return (self.range_from_origin(head, ctx).await, Outcome::Pass);
             }
-            return (self.relay(res), Outcome::Pass);
+            return (relay(res), Outcome::Pass);
         }
         let (mut parts, body) = res.into_parts();
         let remaining = self.upstream.response_timeout().saturating_sub(took);
@@ -1473,7 +1475,7 @@ impl Inner {
         let req = self.origin_request(head, body, false);
         let sent = Instant::now();
         let result = self
-            .send_repeatable(req, || {
+            .send_repeatable(req, sent, || {
                 repeatable.then(|| self.origin_request(head, Body::empty(), false))
             })
             .await;
@@ -1486,7 +1488,8 @@ impl Inner {
                 if res.status().is_server_error() {
                     route.metrics.origin_error("status_5xx");
                 }
-                self.relay(res)
+                // Stripped for the client already (`OriginRequest::relayed`).
+                res
             }
             Err(e) => {
                 route.metrics.origin_error(e.kind());
@@ -1503,12 +1506,14 @@ impl Inner {
     /// until it is needed; keeping a copy of every request would cost the hot
     /// path. At most two sends: an origin that drops the request itself is not
     /// sent it again and again.
+    /// `sent`: when the caller sent it (a clock read per request fewer than
+    /// reading it here again).
     async fn send_repeatable(
         &self,
         req: OriginRequest,
+        sent: Instant,
         again: impl Fn() -> Option<OriginRequest>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let started = Instant::now();
         let result = self.upstream.send(req).await;
         if matches!(result, Err(UpstreamError::Reused(_))) {
             if let Some(req) = again() {
@@ -1516,7 +1521,7 @@ impl Inner {
                 let left = self
                     .upstream
                     .response_timeout()
-                    .saturating_sub(started.elapsed());
+                    .saturating_sub(sent.elapsed());
                 return self.upstream.send_again(req, left).await;
             }
         }
@@ -1551,33 +1556,29 @@ impl Inner {
         res
     }
 
-    /// The origin's response for the client, streamed.
-    fn relay(&self, res: Response<Body>) -> Response<Body> {
-        let (mut parts, body) = res.into_parts();
-        strip_relayed(&mut parts.headers);
-        Response::from_parts(parts, body)
-    }
-
     /// The request the origin sees: hop-by-hop and override fields removed,
     /// forwarding fields set by us. A fetch for the cache (`for_cache`) also drops
     /// conditionals (the cache answers those) and, when the proxy compresses,
     /// `Accept-Encoding` (it stores one identity body and encodes per client).
     fn origin_request(&self, head: &Head, body: Body, for_cache: bool) -> OriginRequest {
         let mut fields = Vec::with_capacity(head.headers.len() + 6);
-        let client_host = head.headers.get(header::HOST);
         let host = match self.upstream.host() {
             Some(origin) if !self.cfg.preserve_host => Some(origin),
             // An in-process service sees the client's Host.
-            _ => client_host,
+            _ => head.headers.get(header::HOST),
         };
         if let Some(host) = host {
             fields.push((header::HOST, host.clone()));
         }
-        let listed = ConnectionListed::of(&head.headers);
+        // The fields `Connection` lists go too, but most requests have no
+        // `Connection` (HTTP/1.1 keeps alive without it): they are taken out
+        // afterwards when it was there, rather than looked up for every request.
+        let mut connection = false;
         let mut forwarded_for = Vec::new();
         for (name, value) in &head.headers {
             let n = name.as_str();
-            if is_hop_by_hop(name) || listed.contains(n) || name == header::HOST {
+            connection |= n == "connection";
+            if is_hop_by_hop(name) || name == header::HOST {
                 continue;
             }
             if n == "x-forwarded-for" {
@@ -1597,6 +1598,14 @@ impl Inner {
                 continue;
             }
             fields.push((name.clone(), value.clone()));
+        }
+        if connection {
+            let listed = ConnectionListed::of(&head.headers);
+            // The only `Host` among them is the one set above.
+            fields.retain(|(name, _)| name == header::HOST || !listed.contains(name.as_str()));
+            if listed.contains("x-forwarded-for") {
+                forwarded_for.clear();
+            }
         }
         fields.push((X_FORWARDED_HOST.clone(), head.host.clone()));
         fields.push((X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http")));
@@ -1632,8 +1641,18 @@ impl Inner {
             uri: self.upstream.uri_for(head.uri.path_and_query()),
             fields,
             body,
+            // A fetch for the cache reads the cache-only fields; a pass-through's
+            // answer goes to the client as it comes.
+            relayed: !for_cache,
         }
     }
+}
+
+/// The origin's response for the client, streamed.
+fn relay(res: Response<Body>) -> Response<Body> {
+    let (mut parts, body) = res.into_parts();
+    strip_relayed(&mut parts.headers);
+    Response::from_parts(parts, body)
 }
 
 fn plain(status: StatusCode, msg: &str) -> Response<Body> {

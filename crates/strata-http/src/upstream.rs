@@ -37,6 +37,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
+use crate::fields::strip_relayed;
 use crate::h1;
 
 /// Why the origin gave no response.
@@ -102,6 +103,12 @@ pub struct OriginRequest {
     pub fields: Vec<(HeaderName, HeaderValue)>,
     /// The body.
     pub body: Body,
+    /// The response goes to a client as it comes: the fields a client never gets
+    /// of a relayed response (hop-by-hop, `Cache-Tag`, `Surrogate-Key`,
+    /// `Surrogate-Control`) are left out of it. Strata's own HTTP/1.1 drops them
+    /// while it reads the head, which costs less than a pass over the map after
+    /// it (bench/ir-pass.sh).
+    pub relayed: bool,
 }
 
 impl OriginRequest {
@@ -112,6 +119,7 @@ impl OriginRequest {
             uri,
             fields: Vec::new(),
             body: Body::empty(),
+            relayed: false,
         }
     }
 
@@ -141,6 +149,7 @@ impl From<Request<Body>> for OriginRequest {
                 .map(|(n, v)| (n.clone(), v.clone()))
                 .collect(),
             body,
+            relayed: false,
         }
     }
 }
@@ -367,7 +376,26 @@ impl Upstream {
 
     /// The origin URI for a request's path and query.
     pub fn uri_for(&self, pq: Option<&PathAndQuery>) -> Uri {
-        let pq = match pq {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(match self.tls {
+            Some(_) => Scheme::HTTPS,
+            None => Scheme::HTTP,
+        });
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(self.path_for(pq));
+        Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://invalid/"))
+    }
+
+    /// [`Upstream::uri_for`] in origin form (`/base/path?query`), which is all a
+    /// request to this origin needs: the connection knows where it goes, and the
+    /// caller sets `Host`. Cheaper than the absolute form, which a pass-through
+    /// request would build only to drop (bench/ir-pass.sh).
+    pub fn target_for(&self, pq: Option<&PathAndQuery>) -> Uri {
+        Uri::from(self.path_for(pq))
+    }
+
+    fn path_for(&self, pq: Option<&PathAndQuery>) -> PathAndQuery {
+        match pq {
             // The common case, no base path: the parsed path is shared, not reparsed.
             Some(pq) if self.base_path.is_empty() => pq.clone(),
             _ => {
@@ -376,15 +404,7 @@ impl Upstream {
                 PathAndQuery::try_from(format!("{}{}", self.base_path, pq))
                     .unwrap_or_else(|_| PathAndQuery::from_static("/"))
             }
-        };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(match self.tls {
-            Some(_) => Scheme::HTTPS,
-            None => Scheme::HTTP,
-        });
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(pq);
-        Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("http://invalid/"))
+        }
     }
 
     /// Sends a request; the response timeout bounds the wait for its head.
@@ -436,6 +456,7 @@ impl Upstream {
         if (method == Method::GET || method == Method::HEAD) && req.body.is_end_stream() {
             return self.send_h1(req, fresh).await;
         }
+        let relayed = req.relayed;
         let mut req = req.into_request();
         // HTTP/1.1 to an origin: origin-form target, `Host` already set by the caller.
         if let Some(pq) = req.uri().path_and_query().cloned() {
@@ -457,7 +478,10 @@ impl Upstream {
             };
             match sender.try_send_request(req).await {
                 Ok(res) => {
-                    let (parts, body) = res.into_parts();
+                    let (mut parts, body) = res.into_parts();
+                    if relayed {
+                        strip_relayed(&mut parts.headers);
+                    }
                     if body.is_end_stream() {
                         // Nothing to read (304, HEAD, empty): the connection is free now.
                         if !sender.is_closed() {
@@ -494,6 +518,7 @@ impl Upstream {
             method: &req.method,
             uri: &req.uri,
             fields: &req.fields,
+            relayed: req.relayed,
         };
         let mut attempts = 0;
         loop {
@@ -739,6 +764,10 @@ mod tests {
         ];
         for (u, path, want) in cases {
             assert_eq!(u.uri_for(path.as_ref()).to_string(), want);
+            // The origin form is the same target without scheme and authority.
+            let origin_form = &want[want.find("//").unwrap() + 2..];
+            let origin_form = &origin_form[origin_form.find('/').unwrap()..];
+            assert_eq!(u.target_for(path.as_ref()).to_string(), origin_form);
         }
     }
 }

@@ -44,7 +44,8 @@ async fn an_axum_app_gets_caching_invalidation_and_compression() {
                     )
                 }
             })
-            .post(|| async { "updated" }),
+            // Tags for a cache, which the client must not see.
+            .post(|| async { ([("cache-tag", "price:BTC")], "updated") }),
         )
         .layer(layer.clone());
     let addr = serve(app).await;
@@ -78,6 +79,7 @@ async fn an_axum_app_gets_caching_invalidation_and_compression() {
         .await
         .unwrap();
     assert_eq!(r.headers()["x-cache"], "BYPASS");
+    assert!(r.headers().get("cache-tag").is_none());
     assert_eq!(get("/prices/BTC").await.0, "MISS");
     assert_eq!(get("/prices/ETH").await.0, "MISS");
     assert_eq!(get("/prices/ETH").await.0, "HIT");

@@ -447,6 +447,36 @@ async fn purge_by_url_prefix_and_tag_including_origin_tags() {
 }
 
 #[tokio::test]
+async fn passed_through_responses_lose_the_cache_only_fields() {
+    let origin = Origin::start().await;
+    let proxy = Proxy::start(&origin, "[[routes]]\nmatch = \"/tagged\"\ncache = false\n").await;
+    // GET and HEAD go through strata's own HTTP/1.1, which leaves the fields out
+    // as it reads the head; OPTIONS and POST through hyper's client.
+    for method in ["GET", "HEAD", "OPTIONS", "POST"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        // The origin does send them.
+        let direct = common::client()
+            .request(method.clone(), format!("{}/tagged", origin.url()))
+            .send()
+            .await
+            .unwrap();
+        assert!(direct.headers().get("cache-tag").is_some(), "{method}");
+        assert!(direct.headers().get("surrogate-key").is_some(), "{method}");
+        let r = common::client()
+            .request(method.clone(), proxy.url("/tagged"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{method}");
+        assert_eq!(r.headers()["x-cache"], "BYPASS", "{method}");
+        let h = r.headers();
+        for gone in ["cache-tag", "surrogate-key", "connection", "keep-alive"] {
+            assert!(h.get(gone).is_none(), "{method}: {gone} reached the client");
+        }
+    }
+}
+
+#[tokio::test]
 async fn ranges_are_cut_from_the_stored_response() {
     let origin = Origin::start().await;
     let proxy = Proxy::start(&origin, "").await;
@@ -729,6 +759,39 @@ async fn unkeyed_headers_cannot_poison_the_cache() {
         String::from_utf8(victim.to_vec()).unwrap(),
         format!("<a href=\"http://{host}/\"> override=none")
     );
+}
+
+#[tokio::test]
+async fn hop_by_hop_and_connection_listed_request_fields_stay_with_the_proxy() {
+    let origin = Origin::start().await;
+    let passing = "[[routes]]\nmatch = \"/echo-fields\"\ncache = false\n";
+    for extra in ["", passing] {
+        let proxy = Proxy::start(&origin, extra).await;
+        let (x, status, _, body) = get(
+            &proxy.url("/echo-fields"),
+            &[
+                ("connection", "x-secret, host, x-forwarded-for"),
+                ("x-secret", "1"),
+                ("keep-alive", "timeout=5"),
+                ("x-forwarded-for", "9.9.9.9"),
+                ("x-kept", "yes"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(x, if extra.is_empty() { "MISS" } else { "BYPASS" });
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        let names: Vec<&str> = body.lines().map(|l| l.split(':').next().unwrap()).collect();
+        for gone in ["connection", "x-secret", "keep-alive"] {
+            assert!(!names.contains(&gone), "{gone} reached the origin:\n{body}");
+        }
+        assert!(body.contains("x-kept: yes"), "{body}");
+        // The proxy's own `Host` and `X-Forwarded-For` stay, whatever the client
+        // listed; the client's `X-Forwarded-For` goes with the listing.
+        assert!(body.contains(&format!("host: {}", origin.addr)), "{body}");
+        assert!(body.contains("x-forwarded-for: 127.0.0.1"), "{body}");
+        assert!(!body.contains("9.9.9.9"), "{body}");
+    }
 }
 
 #[tokio::test]

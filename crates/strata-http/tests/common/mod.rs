@@ -98,6 +98,10 @@ async fn any(State(st): State<Arc<OriginState>>, req: axum::extract::Request) ->
             extra.push(("location", "target".to_owned()));
             extra.push(("content-location", "other?x=1".to_owned()));
         }
+        if path == "/tagged" {
+            extra.push(("cache-tag", "alpha".to_owned()));
+            extra.push(("surrogate-key", "gamma".to_owned()));
+        }
         return resp(StatusCode::OK, &extra, format!("changed {path}"));
     }
     let cc = |v: &str| ("cache-control", v.to_owned());
@@ -307,6 +311,14 @@ async fn any(State(st): State<Arc<OriginState>>, req: axum::extract::Request) ->
             ],
             format!("n={n}"),
         ),
+        "/echo-fields" => {
+            let mut lines: Vec<String> = h
+                .iter()
+                .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+                .collect();
+            lines.sort();
+            resp(StatusCode::OK, &[cc("no-store")], lines.join("\n"))
+        }
         "/echo-host" => {
             let host = h
                 .get("x-forwarded-host")
