@@ -33,11 +33,11 @@ use crate::compress::{Compressor, Encoding};
 use crate::config::HttpConfig;
 use crate::entry::{Entry, VaryRecord, CODEC_HTTP, CODEC_VARY};
 use crate::fields::{
-    add_vary, decimal, is_hop_by_hop, micros, not_modified, push_decimal, selecting, strip,
-    strip_cache_only, strip_hop_by_hop, strip_relayed, vary_value, weaken_etag, ConnectionListed,
-    StackText, CONDITIONALS, NOT_MODIFIED_FIELDS, NOT_UPDATED_BY_304, SERVER_TIMING,
-    SURROGATE_CAPABILITY, TAG_FIELDS, UNKEYED_OVERRIDES, X_CACHE, X_FORWARDED_FOR,
-    X_FORWARDED_HOST, X_FORWARDED_PROTO, X_PROCESS_TIME,
+    add_vary, decimal, is_hop_by_hop, micros, not_modified, selecting, strip, strip_cache_only,
+    strip_hop_by_hop, strip_relayed, vary_value, weaken_etag, ConnectionListed, StackText,
+    CONDITIONALS, NOT_MODIFIED_FIELDS, NOT_UPDATED_BY_304, SERVER_TIMING, SURROGATE_CAPABILITY,
+    TAG_FIELDS, UNKEYED_OVERRIDES, X_CACHE, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    X_PROCESS_TIME,
 };
 use crate::freshness::{self, unix_ms, NotStored, RouteRules, Timing, Usable};
 use crate::key::{self, KeyParts, KeyRules};
@@ -460,7 +460,7 @@ impl HttpCache {
         // its HeaderValue.
         let mut text = StackText::default();
         let us = micros(took);
-        push_decimal(&mut text, us, 6);
+        let _ = text.push_decimal(us, 6);
         if let Some(v) = text.value() {
             h.insert(X_PROCESS_TIME.clone(), v);
         }
@@ -469,10 +469,10 @@ impl HttpCache {
         let _ = text.write_str(ctx.status.as_str());
         if let Some(o) = ctx.origin {
             let _ = text.write_str(", origin;dur=");
-            push_decimal(&mut text, micros(o), 3);
+            let _ = text.push_decimal(micros(o), 3);
         }
         let _ = text.write_str(", total;dur=");
-        push_decimal(&mut text, us, 3);
+        let _ = text.push_decimal(us, 3);
         if let Some(v) = text.value() {
             h.append(SERVER_TIMING.clone(), v);
         }
