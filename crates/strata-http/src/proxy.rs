@@ -197,7 +197,9 @@ impl Origin {
         }
     }
 
-    fn uri_for(&self, pq: Option<&http::uri::PathAndQuery>) -> Uri {
+    /// The request target in origin form (`/path?query`, after a remote
+    /// origin's base path).
+    fn target_for(&self, pq: Option<&http::uri::PathAndQuery>) -> Uri {
         match self {
             Origin::Http(u) => u.target_for(pq),
             Origin::Service(..) => pq.map_or(Uri::from_static("/"), |p| Uri::from(p.clone())),
@@ -1506,6 +1508,7 @@ impl Inner {
     /// until it is needed; keeping a copy of every request would cost the hot
     /// path. At most two sends: an origin that drops the request itself is not
     /// sent it again and again.
+    ///
     /// `sent`: when the caller sent it (a clock read per request fewer than
     /// reading it here again).
     async fn send_repeatable(
@@ -1638,7 +1641,7 @@ impl Inner {
         ));
         OriginRequest {
             method: head.method.clone(),
-            uri: self.upstream.uri_for(head.uri.path_and_query()),
+            uri: self.upstream.target_for(head.uri.path_and_query()),
             fields,
             body,
             // A fetch for the cache reads the cache-only fields; a pass-through's
