@@ -794,6 +794,60 @@ async fn hop_by_hop_and_connection_listed_request_fields_stay_with_the_proxy() {
     }
 }
 
+/// Shutdown: no new connections, the request in flight answered in full, idle
+/// keep-alive connections closed.
+#[tokio::test]
+async fn shutdown_drains_the_request_in_flight_and_closes_idle_connections() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let origin = Origin::start().await;
+    let mut proxy = Proxy::start(&origin, "").await;
+    // An idle keep-alive connection: one request answered, then nothing.
+    let mut idle = TcpStream::connect(proxy.addr).await.unwrap();
+    idle.write_all(b"GET /json HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // A request in flight: the origin takes 300 ms over /slow.
+    let mut busy = TcpStream::connect(proxy.addr).await.unwrap();
+    busy.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // At the origin, so accepted and being served.
+    assert!(eventually(|| origin.state.hits("/slow") == 1).await);
+    proxy.stop();
+    let within = Duration::from_secs(5);
+    let mut answer = Vec::new();
+    tokio::time::timeout(within, busy.read_to_end(&mut answer))
+        .await
+        .expect("the connection with the request in flight was not closed after it")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with("n=1"),
+        "the answer was cut short: {answer}"
+    );
+    // The idle connection is closed (it may first drain what is left of /json).
+    let closed = tokio::time::timeout(within, async {
+        loop {
+            match idle.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection was left open");
+    assert!(
+        TcpStream::connect(proxy.addr).await.is_err(),
+        "still accepting"
+    );
+}
+
 #[tokio::test]
 async fn client_forwarded_for_is_replaced_on_fetches_for_the_cache() {
     let origin = Origin::start().await;

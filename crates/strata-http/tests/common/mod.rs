@@ -510,13 +510,18 @@ impl Proxy {
     pub fn url(&self, pq: &str) -> String {
         format!("http://{}{pq}", self.addr)
     }
+
+    /// Signals shutdown: the server stops accepting and drains (1 s at most).
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+        self.stop();
     }
 }
 
