@@ -11,6 +11,9 @@
 #
 # `cargo build --profile profiling` makes the release build with line tables, for
 # `callgrind_annotate` by source line (the dump is kept with KEEP=DIR).
+# bench/cg.py reads kept dumps per request: self and inclusive costs, callers,
+# callees, and the difference between two dumps (the breakdowns in
+# docs/benchmarks.md come from it).
 #
 # Why: on the shared 2-core machine, latency and CPU time drift by more between
 # rounds than a change of a few µs is worth (bench/ab-pass.sh has to compare within
