@@ -7,6 +7,8 @@ them; KEEP=DIR keeps them), for the breakdowns quoted in docs/benchmarks.md.
   bench/cg.py callers DUMP N PATTERN   who calls matching functions: calls and cost
   bench/cg.py callees DUMP N PATTERN   what matching functions call: calls and cost
   bench/cg.py diff    DUMP_A DUMP_B N  self cost per function, B minus A
+  bench/cg.py lines   DUMP N FILE [TOP] self cost per source line of files whose
+                                       path contains FILE (inlined code included)
 
 N is the number of requests the dump covers (ir-pass.sh's REQUESTS). Costs are
 callgrind's instruction counts divided by N. Inlined code counts in the function
@@ -38,6 +40,31 @@ def records(path):
                 calls = None
 
 
+def line_costs(path, pattern):
+    """Self cost per (file, line) where the file's path contains `pattern`. The
+    file is the one a cost line belongs to: `fi=`/`fe=` (inlined code) or the
+    function's `fl=`. Needs the dump uncompressed (`--compress-pos=no`)."""
+    cost = collections.Counter()
+    fl = cur = None
+    after_call = False
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith("fl="):
+                fl = cur = line[3:].rstrip("\n")
+            elif line.startswith(("fi=", "fe=")):
+                cur = line[3:].rstrip("\n")
+            elif line.startswith("fn="):
+                cur = fl
+            elif line.startswith("calls="):
+                after_call = True
+            elif line[:1].isdigit():
+                parts = line.split()
+                if not after_call and len(parts) >= 2 and cur and pattern in cur:
+                    cost[(cur, int(parts[0]))] += int(parts[1])
+                after_call = False
+    return cost
+
+
 def self_costs(path):
     cost = collections.Counter()
     for fn, _, calls, c in records(path):
@@ -67,6 +94,13 @@ def main(argv):
             print(f"{c / n:9.0f}  {k[:150]}")
         return
     pattern = argv[4]
+    if mode == "lines":
+        top = int(argv[5]) if len(argv) > 5 else 40
+        cost = line_costs(path, pattern)
+        print(f"total {sum(cost.values()) / n:.0f} per request in files matching {pattern}")
+        for (file, line), c in cost.most_common(top):
+            print(f"{c / n:9.0f}  {file.rsplit('/', 1)[-1]}:{line}")
+        return
     if mode == "incl":
         own, called = collections.Counter(), collections.Counter()
         for fn, _, calls, c in records(path):

@@ -127,10 +127,28 @@ CONF
 }
 
 # The pass-through setup of bench/ab-pass.sh and bench/ir-pass.sh, on origin port $3.
-# pass_nginx_conf WORK PORT ORIGIN_PORT PROCESSES: an nginx `proxy_pass` of
+# pass_nginx_conf WORK PORT ORIGIN_PORT PROCESSES [same]: an nginx `proxy_pass` of
 # /nocache/ with keep-alive to the origin; PROCESSES is its first line
-# (`worker_processes auto;`, or `master_process off;` for one process).
+# (`worker_processes auto;`, or `master_process off;` for one process). With
+# `same`, nginx also does the per-request work strata's pass-through does: the
+# forwarding fields and `Via` (and a `Surrogate-Capability`) to the origin, and
+# `X-Cache`, `X-Process-Time` and `Server-Timing` with its times to the client.
+# (A location's own `proxy_set_header` lines replace all of the server's, hence
+# `Connection` again.)
 pass_nginx_conf() {
+  local same=""
+  if [ "${5:-}" = same ]; then
+    same='proxy_set_header Connection "";
+      proxy_set_header Host $proxy_host;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header Via "1.1 nginx";
+      proxy_set_header Surrogate-Capability '"'"'nginx="Surrogate/1.0"'"'"';
+      add_header X-Cache BYPASS;
+      add_header X-Process-Time $request_time;
+      add_header Server-Timing "cache;desc=BYPASS, origin;dur=$upstream_response_time, total;dur=$request_time";'
+  fi
   cat <<CONF
 $4
 daemon off;
@@ -144,7 +162,7 @@ $(nginx_http_common "$1")
     listen 127.0.0.1:$2;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
-    location /nocache/ { proxy_pass http://origin; }
+    location /nocache/ { proxy_pass http://origin; $same }
   }
 }
 CONF
