@@ -15,7 +15,8 @@
 # summary compares within rounds: the median of the per-round differences new
 # minus base, and how many rounds each won. PACED=1 adds, per round, each proxy's
 # CPU ticks (user, system) and the origin's while `wrk -c10` paces 1 request per
-# ms per connection (the same load on each).
+# ms per connection (the same load on each), and to the summary the median
+# per-round ratio of user ticks, this tree / BASE.
 #
 # The origin is nginx serving an 885-byte JSON file with `Cache-Control:
 # max-age=3600` on a route strata is told not to cache (`cache = false`), the
@@ -47,7 +48,7 @@ echo $! > "$work/b.pid"
 port_of() { case $1 in o) echo "$OPORT" ;; n) echo "$NPORT" ;; s) echo "$SPORT" ;; b) echo "$BPORT" ;; esac; }
 pass_ready "$work" "$OPORT" "$NPORT" "$SPORT" "$BPORT"
 
-: > "$work/rounds"
+: > "$work/rounds"; : > "$work/paced"
 echo "round  p50 in ms, one request at a time (o origin, n nginx, s this tree, b BASE)"
 for r in $(seq "$ROUNDS"); do
   order="o n s b"; ((r % 2)) || order="b s n o"
@@ -65,16 +66,23 @@ for r in $(seq "$ROUNDS"); do
     read -r u1 s1 < <(tree_ticks "$(cat "$work/$w.pid")"); read -r ou1 os1 < <(tree_ticks "$(cat "$work/o.pid")")
     line="$line $w=$((u1 - u0)),$((s1 - s0)),$((ou1 + os1 - ou0 - os0))"
   done
-  echo "$line"
+  echo "$line" | tee -a "$work/paced"
 done
 
-python3 - "$work/rounds" <<'PY'
+python3 - "$work/rounds" "$work/paced" <<'PY'
 import re, statistics as st, sys
 rows = [{k: float(v) * 1000 for k, v in re.findall(r"(\w)=([\d.]+)", l)} for l in open(sys.argv[1])]
 added = {w: [r[w] - r["o"] for r in rows] for w in "nsb"}
 for w, name in (("n", "nginx"), ("s", "this tree"), ("b", "BASE")):
+    per_round = st.median(a / max(n, 1e-3) for a, n in zip(added[w], added["n"]))
     print(f"{name:10} added p50 over the origin's: median {st.median(added[w]):.1f} µs, "
-          f"/ nginx's median {st.median(added[w]) / st.median(added['n']):.3f}x")
+          f"/ nginx's median {st.median(added[w]) / st.median(added['n']):.3f}x, "
+          f"median per round {per_round:.2f}x")
+paced = [{k: tuple(map(int, v.split(","))) for k, v in re.findall(r"(\w)=([\d,]+)", l.split(":", 1)[1])}
+         for l in open(sys.argv[2])]
+if paced:
+    user = st.median(p["s"][0] / max(p["b"][0], 1) for p in paced)
+    print(f"paced user CPU ticks, this tree / BASE: median per round {user:.3f}x")
 d = [s - b for s, b in zip(added["s"], added["b"])]
 print(f"this tree - BASE, per round: median {st.median(d):+.1f} µs; "
       f"this tree faster in {sum(x < 0 for x in d)} of {len(d)} rounds, slower in {sum(x > 0 for x in d)}")
